@@ -22,7 +22,7 @@ __all__ = ['IGNORE_INDEX', 'IMAGE_TOKEN_INDEX', 'DEFAULT_IMAGE_TOKEN', 'DEFAULT_
            'DEFAULT_IM_END_TOKEN', 'IMAGE_PLACEHOLDER', 'CONTROLLER_HEART_BEAT_EXPIRATION',
            'WORKER_HEART_BEAT_INTERVAL', 'CLIP_MEAN', 'CLIP_STD', 'PAD_COLOR', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS',
            'set_seed', 'default_device', 'default_dtype', 'ImageLoadError', 'describe_source', 'decode_image',
-           'load_image', 'load_images', 'image_to_base64']
+           'load_image', 'load_images', 'image_to_base64', 'expand2square']
 
 # %% ../nbs/00_core.ipynb
 IGNORE_INDEX = -100  # label the loss skips (PyTorch's cross-entropy default)
@@ -238,3 +238,15 @@ def image_to_base64(image: Image.Image, format: str = "PNG") -> str:
     buf = io.BytesIO()
     image.save(buf, format=format)
     return base64.b64encode(buf.getvalue()).decode()
+
+# %% ../nbs/00_core.ipynb
+def expand2square(image: Image.Image,  # any PIL image
+                  background_color: tuple = PAD_COLOR,  # fill colour; the CLIP mean by default
+                 ) -> Image.Image:
+    "Pad `image` to a square with `background_color`, keeping it centred (the reference's `expand2square`)."
+    width, height = image.size
+    if width == height: return image
+    side = max(width, height)
+    result = Image.new(image.mode, (side, side), background_color)
+    result.paste(image, ((side - width) // 2, (side - height) // 2))
+    return result
