@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Execute notebooks in place so that their saved outputs (shown by GitHub, the README and the docs
+site) are current: `python tools/execute_notebooks.py [nbs/xx.ipynb ...]` (default: all of nbs/).
+Run `nbdev_clean` afterwards. Cells flagged with a test flag (`#| notest`, `#| slow`, `#| gpu`)
+keep their old outputs."""
+import os
+import sys
+from pathlib import Path
+
+from execnb.nbio import read_nb, write_nb
+from execnb.shell import CaptureShell
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ("notest", "slow", "gpu")
+
+
+def _skip(cell) -> bool:
+    return any(line.strip() in (f"#| {f}" for f in FLAGS) or line.strip() == "#|eval: false" or line.strip() == "#| eval: false"
+               for line in cell.source.splitlines()[:5])
+
+
+def execute(path: Path) -> None:
+    nb = read_nb(path)
+    cwd = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        shell = CaptureShell(path)
+        for cell in nb.cells:
+            if cell.cell_type != "code" or _skip(cell): continue
+            shell.cell(cell)
+            if shell.exc: raise RuntimeError(f"{path.name}: cell failed:\n{cell.source}") from shell.exc
+    finally: os.chdir(cwd)
+    write_nb(nb, path)
+    print(f"executed {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted((ROOT / "nbs").glob("[!_]*.ipynb"))
+    for p in paths: execute(p)
