@@ -81,4 +81,9 @@ d = { 'settings': { 'branch': 'main',
                                'llava_nb.core.set_seed': ('core.html#set_seed', 'llava_nb/core.py')},
             'llava_nb.quickstart': { 'llava_nb.quickstart.draw_scene': ('quickstart.html#draw_scene', 'llava_nb/quickstart.py'),
                                      'llava_nb.quickstart.foundation_demo': ('quickstart.html#foundation_demo', 'llava_nb/quickstart.py'),
-                                     'llava_nb.quickstart.main': ('quickstart.html#main', 'llava_nb/quickstart.py')}}}
+                                     'llava_nb.quickstart.main': ('quickstart.html#main', 'llava_nb/quickstart.py')},
+            'llava_nb.tiny': { 'llava_nb.tiny.default_corpus': ('tiny.html#default_corpus', 'llava_nb/tiny.py'),
+                               'llava_nb.tiny.load_image_processor': ('tiny.html#load_image_processor', 'llava_nb/tiny.py'),
+                               'llava_nb.tiny.save_tiny_clip': ('tiny.html#save_tiny_clip', 'llava_nb/tiny.py'),
+                               'llava_nb.tiny.save_tiny_llama': ('tiny.html#save_tiny_llama', 'llava_nb/tiny.py'),
+                               'llava_nb.tiny.train_llama_tokenizer': ('tiny.html#train_llama_tokenizer', 'llava_nb/tiny.py')}}}
