@@ -28,7 +28,7 @@ def select_features(hidden_states: Sequence[torch.Tensor],  # CLIP's hidden stat
     if select_feature == "cls_patch": return features  # (B, 1 + N, C)
     raise ValueError(f"mm_vision_select_feature {select_feature!r}: expected 'patch' or 'cls_patch'")
 
-# %% ../../nbs/04_model.vision_tower.ipynb #bf976155
+# %% ../../nbs/04_model.vision_tower.ipynb #e2028b0c
 class CLIPVisionTower(nn.Module):
     "LLaVA's frozen CLIP vision encoder: images (B, 3, H, W) -> patch features (B, N, C)."
     def __init__(self, vision_tower: str | Path,  # hub name or local folder of a CLIP (vision) model
@@ -48,6 +48,15 @@ class CLIPVisionTower(nn.Module):
         self.vision_tower = CLIPVisionModel.from_pretrained(self.vision_tower_name, device_map=device_map)
         self.vision_tower.requires_grad_(False).eval()
         self.is_loaded = True
+
+    @classmethod
+    def from_model(cls, vision_model: CLIPVisionModel, image_processor, name: str, select_layer: int = -2,
+                   select_feature: str = "patch") -> CLIPVisionTower:
+        "A tower around an already loaded CLIP vision model (e.g. one taken out of a llava-hf checkpoint)."
+        tower = cls.__new__(cls); nn.Module.__init__(tower)
+        tower.vision_tower_name, tower.select_layer, tower.select_feature = name, select_layer, select_feature
+        tower.image_processor, tower.vision_tower, tower.is_loaded = image_processor, vision_model.requires_grad_(False).eval(), True
+        return tower
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
