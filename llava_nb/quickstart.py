@@ -42,7 +42,7 @@ def foundation_demo(seed: int = 0) -> dict:
             "dtype": str(default_dtype(device)).replace("torch.", ""), "image": image.size,
             "templates": (len(conv_templates), len(conv_templates_2023)), "prompt": conv.get_prompt()}
 
-# %% ../nbs/90_quickstart.ipynb #a5886e7d
+# %% ../nbs/90_quickstart.ipynb #00505f00
 @call_parse
 def main(seed: int = 0,  # random seed
         ):
@@ -53,4 +53,4 @@ def main(seed: int = 0,  # random seed
     print(f"image loaded through the safe loader: {facts['image'][0]}x{facts['image'][1]} RGB")
     print(f"conversation templates: {facts['templates'][0]} (latest release), {facts['templates'][1]} (2023 release)")
     print(f"LLaVA-1.5 prompt for one image question:\n{facts['prompt']!r}")
-    print("\nNext: see the notebooks in nbs/ (00_core, 01_conversation) for what each part does.")
+    print("\nNext: the notebooks in nbs/ explain each part (00_core ... 09_testing); 06_model.llava shows where image features enter the sequence.")
