@@ -216,7 +216,7 @@ def dict(self: Conversation) -> dict:
     return {"system": self.system, "roles": self.roles, "messages": messages, "offset": self.offset,
             "sep": self.sep, "sep2": self.sep2}
 
-# %% ../nbs/01_conversation.ipynb #79272fee
+# %% ../nbs/01_conversation.ipynb #ed430b47
 class UnknownTemplateError(KeyError):
     "A conversation template name that the registry does not have."
     def __init__(self, name: str, release: str, known: Sequence[str]):
@@ -245,7 +245,7 @@ def load_conv_templates(release: str = "latest",  # 'latest' or '2023'
                        ) -> ConvTemplates:
     "Read one release's templates from the templates JSON."
     if release not in RELEASES: raise ValueError(f"release {release!r}: expected one of {', '.join(RELEASES)}")
-    text = open(path).read() if path else resources.files("llava_nb").joinpath("data/conversation_templates.json").read_text()
+    text = open(path).read() if path else resources.files("llava_nb").joinpath("resources/conversation_templates.json").read_text()
     data = json.loads(text)[release]
     return ConvTemplates(release, {name: template_from_dict(d, release) for name, d in data["templates"].items()}, data["default"])
 
