@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Execute notebooks in place so that their saved outputs (shown by GitHub, the README and the docs
-site) are current: `python tools/execute_notebooks.py [nbs/xx.ipynb ...]` (default: all of nbs/).
+site) are current: `python tools/execute_notebooks.py [--all] [nbs/xx.ipynb ...]` (default: all of nbs/).
 Run `nbdev_clean` afterwards. Cells flagged with a test flag (`#| notest`, `#| slow`, `#| gpu`)
-keep their old outputs."""
+keep their old outputs, unless `--all` is given (then they run too, e.g. to record a measurement)."""
 import os
 import sys
 from pathlib import Path
@@ -19,14 +19,14 @@ def _skip(cell) -> bool:
                for line in cell.source.splitlines()[:5])
 
 
-def execute(path: Path) -> None:
+def execute(path: Path, run_all: bool = False) -> None:
     nb = read_nb(path)
     cwd = os.getcwd()
     os.chdir(path.parent)
     try:
         shell = CaptureShell(path)
         for cell in nb.cells:
-            if cell.cell_type != "code" or _skip(cell): continue
+            if cell.cell_type != "code" or (_skip(cell) and not run_all): continue
             shell.cell(cell)
             if shell.exc: raise RuntimeError(f"{path.name}: cell failed:\n{cell.source}") from shell.exc
     finally: os.chdir(cwd)
@@ -35,5 +35,6 @@ def execute(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted((ROOT / "nbs").glob("[!_]*.ipynb"))
-    for p in paths: execute(p)
+    args = [a for a in sys.argv[1:] if a != "--all"]
+    paths = [Path(p).resolve() for p in args] or sorted((ROOT / "nbs").glob("[!_]*.ipynb"))
+    for p in paths: execute(p, run_all="--all" in sys.argv)
