@@ -20,10 +20,11 @@ from .core import DEFAULT_IMAGE_TOKEN
 
 # %% auto #0
 __all__ = ['COLORS', 'KINDS', 'SIZES', 'BACKGROUNDS', 'ROWS', 'COLS', 'IMAGE_SIZE', 'GRID', 'CELL', 'NUMBER_WORDS',
-           'QUESTION_TYPES', 'BRIEF', 'DETAIL', 'EXACT_SUFFIX', 'cell_name', 'Shape', 'draw_shape', 'Scene',
-           'random_scene', 'a_shape', 'join_words', 'count_phrase', 'captions', 'annotation', 'QA', 'qa_colour',
-           'qa_shape', 'qa_count', 'qa_position', 'qa_relation', 'ask', 'pretrain_record', 'detail_text', 'complex_qa',
-           'instruct_records', 'scene_rng', 'make_scenes', 'write_world', 'write_llava_bench_form', 'main']
+           'QUESTION_TYPES', 'BRIEF', 'DETAIL', 'EXACT_SUFFIX', 'PROMPT_KINDS', 'cell_name', 'Shape', 'draw_shape',
+           'Scene', 'random_scene', 'a_shape', 'join_words', 'count_phrase', 'captions', 'annotation', 'QA',
+           'qa_colour', 'qa_shape', 'qa_count', 'qa_position', 'qa_relation', 'ask', 'pretrain_record', 'detail_text',
+           'complex_qa', 'instruct_records', 'scene_rng', 'make_scenes', 'write_world', 'write_llava_bench_form',
+           'main', 'context_text', 'instruct_messages', 'parse_qa_blocks', 'llm_instruct_record']
 
 # %% ../nbs/13_toyworld.ipynb #c012b9d1
 COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220),
@@ -330,3 +331,38 @@ def main(out: str,  # folder to write the world into
     "Write the toy world: images, captions+boxes, stage-1 and stage-2 data, and the held-out benchmarks (`llava_toyworld`)."
     manifest = write_world(out, n_train, n_test, seed, bench_scenes)
     print(json.dumps(manifest, indent=2))
+
+# %% ../nbs/13_toyworld.ipynb #c64db687
+PROMPT_KINDS = {"conv": "conversation", "detail": "detail_description", "complex": "complex_reasoning"}
+
+def context_text(ann: dict) -> str:
+    "Captions, a blank line, then `category: [x1, y1, x2, y2]` per instance: the symbolic view of an image."
+    boxes = "\n".join(f"{i['category']}: [{', '.join(str(v) for v in i['bbox'])}]" for i in ann["instances"])
+    return "\n".join(ann["captions"]) + "\n\n" + boxes
+
+def instruct_messages(ann: dict, kind: str = "conv") -> list[dict]:
+    "Chat messages asking a model for instruction data of `kind` ('conv', 'detail', 'complex') about one annotation."
+    from importlib import resources
+    folder = resources.files("llava_nb").joinpath(f"resources/instruct_prompts/{PROMPT_KINDS[kind]}")
+    messages = [{"role": "system", "content": folder.joinpath("system_message.txt").read_text()}]
+    for k in range(10):
+        caps, conv = folder.joinpath(f"{k:03d}_caps.txt"), folder.joinpath(f"{k:03d}_conv.txt")
+        if not caps.is_file(): break
+        messages += [{"role": "user", "content": caps.read_text()}, {"role": "assistant", "content": conv.read_text()}]
+    return messages + [{"role": "user", "content": context_text(ann)}]
+
+def parse_qa_blocks(text: str) -> list[tuple[str, str]]:
+    "`Question:\n...\n===\nAnswer:\n...\n===` blocks -> [(question, answer)]; raises if none parse."
+    pairs, blocks = [], [b.strip() for b in text.split("===")]
+    for q, a in zip(blocks[0::2], blocks[1::2]):
+        if q.startswith("Question:") and a.startswith("Answer:"):
+            pairs.append((q.removeprefix("Question:").strip(), a.removeprefix("Answer:").strip()))
+    if not pairs: raise ValueError(f"no 'Question: ... === Answer: ...' blocks in the model's reply: {text[:200]!r}")
+    return pairs
+
+def llm_instruct_record(ann: dict, kind: str, client, model: str, rng=None, **kwargs) -> dict:
+    "One LLaVA-Instruct record of `kind` for an annotation, written by a model behind an OpenAI-compatible `client`."
+    rng = rng or np.random.default_rng(0)
+    reply = client.chat.completions.create(model=model, messages=instruct_messages(ann, kind), **kwargs).choices[0].message.content
+    turns = [(str(rng.choice(DETAIL)), reply.strip())] if kind == "detail" else parse_qa_blocks(reply)
+    return _record(ann["id"], ann["image"], f"llm-{kind}", turns, rng)
