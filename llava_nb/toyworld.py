@@ -26,7 +26,7 @@ __all__ = ['COLORS', 'KINDS', 'SIZES', 'BACKGROUNDS', 'ROWS', 'COLS', 'IMAGE_SIZ
            'complex_qa', 'instruct_records', 'scene_rng', 'make_scenes', 'write_world', 'write_llava_bench_form',
            'main', 'context_text', 'instruct_messages', 'parse_qa_blocks', 'llm_instruct_record']
 
-# %% ../nbs/13_toyworld.ipynb #c012b9d1
+# %% ../nbs/13_toyworld.ipynb #1a106422
 COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220),
           "yellow": (225, 195, 20), "purple": (150, 60, 190), "orange": (245, 130, 30)}
 KINDS = ("circle", "square", "triangle", "cross")
@@ -61,8 +61,9 @@ class Shape:
     def center(self) -> tuple[int, int]: return (self.col * CELL + CELL // 2 + self.dx, self.row * CELL + CELL // 2 + self.dy)
     @property
     def bbox(self) -> tuple[int, int, int, int]:
+        "Pixel-edge box (x1, y1, x2, y2): PIL draws from pixel x - r to pixel x + r inclusive."
         (x, y), r = self.center, self.radius
-        return (x - r, y - r, x + r, y + r)
+        return (x - r, y - r, x + r + 1, y + r + 1)
 
 # %% ../nbs/13_toyworld.ipynb #f97246ad
 def draw_shape(draw: ImageDraw.ImageDraw, shape: Shape) -> None:
