@@ -20,11 +20,12 @@ from .core import DEFAULT_IMAGE_TOKEN
 
 # %% auto #0
 __all__ = ['COLORS', 'KINDS', 'SIZES', 'BACKGROUNDS', 'ROWS', 'COLS', 'IMAGE_SIZE', 'GRID', 'CELL', 'NUMBER_WORDS',
-           'QUESTION_TYPES', 'BRIEF', 'DETAIL', 'EXACT_SUFFIX', 'PROMPT_KINDS', 'cell_name', 'Shape', 'draw_shape',
-           'Scene', 'random_scene', 'a_shape', 'join_words', 'count_phrase', 'captions', 'annotation', 'QA',
-           'qa_colour', 'qa_shape', 'qa_count', 'qa_position', 'qa_relation', 'ask', 'pretrain_record', 'detail_text',
-           'complex_qa', 'instruct_records', 'scene_rng', 'make_scenes', 'write_world', 'write_llava_bench_form',
-           'main', 'context_text', 'instruct_messages', 'parse_qa_blocks', 'llm_instruct_record']
+           'QUESTION_TYPES', 'BRIEF', 'DETAIL', 'SHORT_SUFFIX', 'EXACT_SUFFIX', 'PROMPT_KINDS', 'cell_name', 'Shape',
+           'draw_shape', 'Scene', 'random_scene', 'a_shape', 'join_words', 'count_phrase', 'captions', 'annotation',
+           'QA', 'qa_colour', 'qa_shape', 'qa_count', 'qa_position', 'qa_relation', 'ask', 'pretrain_record',
+           'detail_text', 'complex_qa', 'instruct_records', 'scene_rng', 'make_scenes', 'write_world',
+           'write_llava_bench_form', 'main', 'context_text', 'instruct_messages', 'parse_qa_blocks',
+           'llm_instruct_record']
 
 # %% ../nbs/13_toyworld.ipynb #1a106422
 COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220),
@@ -196,7 +197,7 @@ def ask(scene: Scene, rng: np.random.Generator, types: Iterable[str] = tuple(QUE
     "One question of each type that has an unambiguous answer in `scene`."
     return [qa for t in types if (qa := QUESTION_TYPES[t](scene, rng)) is not None]
 
-# %% ../nbs/13_toyworld.ipynb #11102d25
+# %% ../nbs/13_toyworld.ipynb #2319af94
 BRIEF = ["Describe the image concisely.", "Provide a brief description of the given image.", "Give a short and clear explanation of the image.",
          "Summarize the visual content of the image.", "What is in the photo?", "Render a clear and concise summary of the image."]
 DETAIL = ["Describe the following image in detail.", "What do you see happening in this image?",
@@ -243,16 +244,20 @@ def complex_qa(scene: Scene, rng) -> tuple[str, str]:
     return ("Do all the shapes in the image have the same colour? Explain.",
             f"{'Yes' if same else 'No'}. " + (f"Every shape is {colors[0]}." if same else f"The shapes are {join_words(sorted(set(colors)))}."))
 
+SHORT_SUFFIX = "\nAnswer the question using a single word or phrase."
+
 def instruct_records(scene: Scene, image: str, rng) -> list[dict]:
-    "Three LLaVA-Instruct samples for a scene: a conversation, a detailed description, a complex-reasoning answer."
+    "Four samples for a scene: a conversation, a detailed description, a complex-reasoning answer (LLaVA-Instruct), and short answers (as LLaVA-1.5's VQA data)."
     qas = ask(scene, rng); rng.shuffle(qas)
     convo = [(qa.question, qa.sentence) for qa in qas[: max(1, int(rng.integers(2, 5)))]]
+    short = ask(scene, rng); rng.shuffle(short)
     return [_record(scene.id, image, "conv", convo, rng),
             _record(scene.id, image, "detail", [(str(rng.choice(DETAIL)), detail_text(scene))], rng),
-            _record(scene.id, image, "complex", [complex_qa(scene, rng)], rng)]
+            _record(scene.id, image, "complex", [complex_qa(scene, rng)], rng),
+            _record(scene.id, image, "short", [(qa.question + SHORT_SUFFIX, qa.answer) for qa in short], rng)]
 
-# %% ../nbs/13_toyworld.ipynb #03e8ddd1
-EXACT_SUFFIX = "\nAnswer the question using a single word or phrase."
+# %% ../nbs/13_toyworld.ipynb #6ab70b80
+EXACT_SUFFIX = SHORT_SUFFIX
 
 def scene_rng(seed: int, split: str, i: int) -> np.random.Generator:
     return np.random.default_rng([seed, {"train": 0, "test": 1}[split], i])
@@ -274,7 +279,7 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> int:
         for row in rows: f.write(json.dumps(row) + "\n"); n += 1
     return n
 
-# %% ../nbs/13_toyworld.ipynb #a2f2180e
+# %% ../nbs/13_toyworld.ipynb #938d8173
 def write_world(out: str | Path, n_train: int = 2000, n_test: int = 200, seed: int = 0, bench_scenes: int = 30) -> dict:
     "Write a toy world (images and every dataset) to `out`; returns the manifest."
     out, start = Path(out), time.time()
@@ -292,7 +297,9 @@ def write_world(out: str | Path, n_train: int = 2000, n_test: int = 200, seed: i
                 instruct.extend(instruct_records(scene, image, rng))
     (out / "pretrain.json").write_text(json.dumps(pretrain))
     (out / "instruct.json").write_text(json.dumps(instruct))
-    for split in ("train", "test"): _write_jsonl(out / f"annotations_{split}.jsonl", anns[split])
+    for split, scenes in (("train", train), ("test", test)):
+        _write_jsonl(out / f"annotations_{split}.jsonl", anns[split])
+        _write_jsonl(out / f"scenes_{split}.jsonl", ({"image": a["image"], "cells": sc.cell_words(), "scene": asdict(sc)} for a, sc in zip(anns[split], scenes)))
     exact = []
     for i, scene in enumerate(test):
         for qa in ask(scene, scene_rng(seed + 11, "test", i)):
