@@ -1,0 +1,1 @@
+"LLaVA evaluation: answer generation, GPT-assisted review, ScienceQA, the toy benchmark."
