@@ -27,10 +27,10 @@ from .train.train import train
 # %% auto #0
 __all__ = ['SIZES', 'stage1_command', 'stage2_command', 'Phases', 'matmul_peak', 'run_quickstart', 'main']
 
-# %% ../nbs/90_quickstart.ipynb #ec52682e
+# %% ../nbs/90_quickstart.ipynb #e1a0907b
 SIZES = {
-    "tiny": dict(n_train=300, n_test=60, clip_steps=20, clip_batch=32, lm_steps=40, lm_batch=16, s1_steps=10, s2_steps=30, batch=16, save_steps=10),
-    "default": dict(n_train=10_000, n_test=500, clip_steps=200, clip_batch=128, lm_steps=600, lm_batch=64, s1_steps=150, s2_steps=500, batch=64, save_steps=100),
+    "tiny": dict(n_train=300, n_test=60, clip_steps=20, clip_batch=32, lm_steps=40, lm_batch=16, lm_lr=2e-3, s1_steps=10, s2_steps=30, batch=16, save_steps=10),
+    "default": dict(n_train=10_000, n_test=500, clip_steps=150, clip_batch=128, lm_steps=500, lm_batch=32, lm_lr=2e-3, s1_steps=150, s2_steps=300, batch=32, save_steps=100),
 }
 
 def _stage_flags(world: Path, bases: Path, s: dict, seed: int) -> str:
@@ -79,7 +79,7 @@ def matmul_peak(seconds: float = 1.0, n: int = 1024) -> float:
     while time.time() - start < seconds: a @ b; count += 1
     return 2 * n ** 3 * count / (time.time() - start)
 
-# %% ../nbs/90_quickstart.ipynb #ecf35714
+# %% ../nbs/90_quickstart.ipynb #7cd3a58e
 def run_quickstart(out: str | Path = "runs/quickstart", size: str = "default", seed: int = 0) -> dict:
     "The whole toy-world LLaVA recipe; returns the report's summary (also written to out/report)."
     if size not in SIZES: raise ValueError(f"--size {size!r}: expected one of {', '.join(SIZES)}")
@@ -93,7 +93,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", size: str = "default", s
     phases.run("tokenizer", lambda: {"vocab": len(train_toy_tokenizer(world, bases / "tokenizer"))})
     tok = lambda: AutoTokenizer.from_pretrained(bases / "tokenizer")
     r_clip = phases.run("clip", lambda: train_toy_clip(world, tok(), bases / "clip", steps=s["clip_steps"], batch_size=s["clip_batch"], seed=seed))
-    r_lm = phases.run("lm", lambda: train_toy_lm(world, tok(), bases / "lm", steps=s["lm_steps"], batch_size=s["lm_batch"], seed=seed))
+    r_lm = phases.run("lm", lambda: train_toy_lm(world, tok(), bases / "lm", steps=s["lm_steps"], batch_size=s["lm_batch"], lr=s["lm_lr"], seed=seed))
     r_s1 = phases.run("stage1", lambda: _trainer_result(train(shlex.split(stage1_command(world, bases, out / "stage1", s, seed)))))
     r_s2 = phases.run("stage2", lambda: _trainer_result(train(shlex.split(stage2_command(world, bases, out / "stage1", out / "stage2", s, seed)))))
     r_eval = phases.run("evaluate", lambda: _evaluate(out, world))

@@ -197,7 +197,7 @@ def ask(scene: Scene, rng: np.random.Generator, types: Iterable[str] = tuple(QUE
     "One question of each type that has an unambiguous answer in `scene`."
     return [qa for t in types if (qa := QUESTION_TYPES[t](scene, rng)) is not None]
 
-# %% ../nbs/13_toyworld.ipynb #2319af94
+# %% ../nbs/13_toyworld.ipynb #a1fe2cdb
 BRIEF = ["Describe the image concisely.", "Provide a brief description of the given image.", "Give a short and clear explanation of the image.",
          "Summarize the visual content of the image.", "What is in the photo?", "Render a clear and concise summary of the image."]
 DETAIL = ["Describe the following image in detail.", "What do you see happening in this image?",
@@ -249,8 +249,8 @@ SHORT_SUFFIX = "\nAnswer the question using a single word or phrase."
 def instruct_records(scene: Scene, image: str, rng) -> list[dict]:
     "Four samples for a scene: a conversation, a detailed description, a complex-reasoning answer (LLaVA-Instruct), and short answers (as LLaVA-1.5's VQA data)."
     qas = ask(scene, rng); rng.shuffle(qas)
-    convo = [(qa.question, qa.sentence) for qa in qas[: max(1, int(rng.integers(2, 5)))]]
-    short = ask(scene, rng); rng.shuffle(short)
+    convo = [(qa.question, qa.sentence) for qa in qas[: max(1, int(rng.integers(2, 4)))]]
+    short = ask(scene, rng); rng.shuffle(short); short = short[:3]
     return [_record(scene.id, image, "conv", convo, rng),
             _record(scene.id, image, "detail", [(str(rng.choice(DETAIL)), detail_text(scene))], rng),
             _record(scene.id, image, "complex", [complex_qa(scene, rng)], rng),

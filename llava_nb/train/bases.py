@@ -25,7 +25,7 @@ from ..toyworld import COLORS, KINDS
 
 # %% auto #0
 __all__ = ['CELL_WORDS', 'toy_corpus', 'train_toy_tokenizer', 'load_split_images', 'normalize_pixels', 'train_toy_clip',
-           'cell_ids', 'stage0_sample', 'Stage0Dataset', 'train_toy_lm']
+           'cell_ids', 'stage0_sample', 'Stage0Dataset', 'bucketed_batches', 'train_toy_lm']
 
 # %% ../../nbs/23_train.bases.ipynb #3fdec711
 CELL_WORDS = ["empty"] + [f"{c}-{k}" for c in COLORS for k in KINDS]
@@ -97,7 +97,7 @@ def train_toy_clip(world: str | Path, tokenizer, out_dir: str | Path, steps: int
     flops = 6 * (n_vision * steps * batch_size * (1 + (size // (size // 3)) ** 2) + n_text * text_tokens)  # forward + backward, both towers
     return {"losses": losses, "seconds": time.time() - start, "parameters": sum(p.numel() for p in model.parameters()), "flops": flops}
 
-# %% ../../nbs/23_train.bases.ipynb #5da93b41
+# %% ../../nbs/23_train.bases.ipynb #dc945010
 def cell_ids(tokenizer, cells: list[str]) -> list[int]:
     "The token ids of nine cell words."
     return tokenizer.convert_tokens_to_ids(cells)
@@ -120,12 +120,26 @@ class Stage0Dataset(torch.utils.data.Dataset):
         self.items = [(r, cells[r["image"]], plain) for r in _records(world, "pretrain.json")] + \
                      [(r, cells[r["image"]], chat) for r in _records(world, "instruct.json")]
         self.tokenizer = tokenizer
+        self.approx_lengths = np.array([sum(len(t["value"]) for t in r["conversations"]) for r, _, _ in self.items])  # characters, for bucketing
     def __len__(self) -> int: return len(self.items)
     def __getitem__(self, i: int) -> dict:
         record, cells, cfg = self.items[i]
         return stage0_sample(record, cells, self.tokenizer, cfg)
 
-# %% ../../nbs/23_train.bases.ipynb #9c94ea3c
+# %% ../../nbs/23_train.bases.ipynb #684f3ac0
+def bucketed_batches(lengths: np.ndarray, batch_size: int, steps: int, rng, group: int = 16) -> list[np.ndarray]:
+    "`steps` random batches in which samples of similar length go together (sorted within groups of `group` batches): less padding."
+    batches = []
+    while len(batches) < steps:
+        order = rng.permutation(len(lengths))
+        for g in range(0, len(order) - batch_size * group + 1, batch_size * group):
+            chunk = order[g:g + batch_size * group]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+        if len(order) < batch_size * group: batches += [order[:batch_size]]
+    picked = rng.permutation(len(batches))[:steps]
+    return [batches[i] for i in picked]
+
 def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int = 1000, batch_size: int = 64, lr: float = 1e-3,
                  hidden: int = 128, layers: int = 4, template: str = "vicuna_v1", seed: int = 0, progress: bool = True) -> dict:
     "Train a small LLaMA on the world's samples with scenes as cell words; save it with the tokenizer. Returns the loss history."
@@ -139,8 +153,9 @@ def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int =
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, steps, 0.05))
     collate, rng, losses, tokens, start = DataCollatorForSupervisedDataset(tokenizer), np.random.default_rng(seed), [], 0, time.time()
+    batches = bucketed_batches(data.approx_lengths, batch_size, steps, rng)
     for step in tqdm(range(steps), desc="stage 0: LM", disable=not progress):
-        batch = collate([data[int(i)] for i in rng.choice(len(data), batch_size, replace=False)])
+        batch = collate([data[int(i)] for i in batches[step]])
         loss = model(**batch).loss
         loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step(); opt.zero_grad()
         losses.append(loss.item()); tokens += int(batch["attention_mask"].sum())
