@@ -70,14 +70,14 @@ def plot_samples(answers: list[dict], world: Path, path: Path, n: int = 8) -> No
         ax.set_xlabel("\n".join(f"{q['text'].splitlines()[0]}\n  model: {q['prediction']}  (truth: {q['answer']})" for q in qs), fontsize=6.5, loc="left")
     fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
 
-# %% ../nbs/91_quickstart_report.ipynb #66252174
+# %% ../nbs/91_quickstart_report.ipynb #dc024536
 def write_report(out: Path, size: str, seed: int, results: dict, total_seconds: float, peak: float, world: Path) -> dict:
     "Write out/report and return its summary."
     from llava_nb.quickstart import SIZES
     report = out / "report"; report.mkdir(parents=True, exist_ok=True)
     acc = pd.DataFrame(results["evaluate"]["accuracy"]).set_index("category")
     blank = pd.DataFrame(results["evaluate"]["blank"]).set_index("category")
-    table = pd.DataFrame({"accuracy %": acc.accuracy, "blank image %": blank.accuracy, "questions": acc["count"]})
+    table = pd.DataFrame({"accuracy %": acc.accuracy, "blank image %": blank.accuracy, "questions": acc["count"].astype(int)})
     table.index.name = "question type"
     acc.to_csv(report / "accuracy.csv"); blank.to_csv(report / "accuracy_blank.csv")
     plot_losses(results, report / "loss_curves.png")

@@ -25,7 +25,7 @@ from ..toyworld import COLORS, KINDS
 
 # %% auto #0
 __all__ = ['CELL_WORDS', 'toy_corpus', 'train_toy_tokenizer', 'load_split_images', 'normalize_pixels', 'train_toy_clip',
-           'cell_ids', 'stage0_sample', 'Stage0Dataset', 'bucketed_batches', 'train_toy_lm']
+           'cell_ids', 'stage0_sample', 'Stage0Dataset', 'init_cell_embeddings', 'bucketed_batches', 'train_toy_lm']
 
 # %% ../../nbs/23_train.bases.ipynb #3fdec711
 CELL_WORDS = ["empty"] + [f"{c}-{k}" for c in COLORS for k in KINDS]
@@ -126,7 +126,17 @@ class Stage0Dataset(torch.utils.data.Dataset):
         record, cells, cfg = self.items[i]
         return stage0_sample(record, cells, self.tokenizer, cfg)
 
-# %% ../../nbs/23_train.bases.ipynb #684f3ac0
+# %% ../../nbs/23_train.bases.ipynb #6f8bf71f
+@torch.no_grad()
+def init_cell_embeddings(model, tokenizer) -> None:
+    "Start each cell word's input embedding at the sum of its colour word's and its kind word's (`red-circle` = `red` + `circle`)."
+    emb = model.get_input_embeddings().weight
+    for word in CELL_WORDS[1:]:
+        color, kind = word.split("-")
+        parts = [tokenizer.convert_tokens_to_ids("\u2581" + w) for w in (color, kind)]
+        if tokenizer.unk_token_id in parts: continue  # a word the tokenizer splits: keep the random start
+        emb[tokenizer.convert_tokens_to_ids(word)] = emb[parts[0]] + emb[parts[1]]
+
 def bucketed_batches(lengths: np.ndarray, batch_size: int, steps: int, rng, group: int = 16) -> list[np.ndarray]:
     "`steps` random batches in which samples of similar length go together (sorted within groups of `group` batches): less padding."
     batches = []
@@ -141,7 +151,9 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, steps: int, rng, grou
     return [batches[i] for i in picked]
 
 def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int = 1000, batch_size: int = 64, lr: float = 1e-3,
-                 hidden: int = 128, layers: int = 4, template: str = "vicuna_v1", seed: int = 0, progress: bool = True) -> dict:
+                 hidden: int = 128, layers: int = 4, template: str = "vicuna_v1", seed: int = 0, progress: bool = True,
+                 compositional_init: bool = True,  # start each cell word's embedding at its colour's plus its kind's
+                ) -> dict:
     "Train a small LLaMA on the world's samples with scenes as cell words; save it with the tokenizer. Returns the loss history."
     out_dir = Path(out_dir)
     set_seed(seed)
@@ -150,6 +162,7 @@ def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int =
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
                          tie_word_embeddings=False, rms_norm_eps=1e-5)
     model = LlamaForCausalLM(config).train()
+    if compositional_init: init_cell_embeddings(model, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, steps, 0.05))
     collate, rng, losses, tokens, start = DataCollatorForSupervisedDataset(tokenizer), np.random.default_rng(seed), [], 0, time.time()
