@@ -173,13 +173,14 @@ def make_delta(base_model_path: str | Path, target_model_path: str | Path, delta
     check_pair(base, target, _base_vocab(Path(target_model_path)), "target")
     return combine(base, target, delta_path, -1, "making delta", overwrite)
 
-# %% ../../nbs/15_model.delta.ipynb #33df36fb
+# %% ../../nbs/15_model.delta.ipynb #bb586076
 @dataclass
 class DeltaArguments:
     base_model_path: str = field(metadata={"help": "the base LM (e.g. LLaMA-13B in Hugging Face format)", "aliases": ["--base"]})
     target_model_path: str = field(metadata={"help": "the full LLaVA checkpoint (apply_delta: where to write it)", "aliases": ["--target"]})
     delta_path: str = field(metadata={"help": "the delta weights (make_delta: where to write them)", "aliases": ["--delta"]})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output folder"})
+    hub_repo_id: str | None = field(default=None, metadata={"help": "make_delta: also upload the delta to this Hugging Face Hub repository"})
 
 def apply_delta_cli(argv: list[str] | None = None) -> Path:
     "`python -m llava_nb.model.apply_delta --base B --target T --delta D`."
@@ -189,4 +190,8 @@ def apply_delta_cli(argv: list[str] | None = None) -> Path:
 def make_delta_cli(argv: list[str] | None = None) -> Path:
     "`python -m llava_nb.model.make_delta --base-model-path B --target-model-path T --delta-path D`."
     (a,) = HfArgumentParser(DeltaArguments).parse_args_into_dataclasses(args=argv)
-    return make_delta(a.base_model_path, a.target_model_path, a.delta_path, a.overwrite)
+    out = make_delta(a.base_model_path, a.target_model_path, a.delta_path, a.overwrite)
+    if a.hub_repo_id:  # as the reference's --hub-repo-id (needs network and a token)
+        from huggingface_hub import HfApi
+        api = HfApi(); api.create_repo(a.hub_repo_id, exist_ok=True); api.upload_folder(folder_path=str(out), repo_id=a.hub_repo_id)
+    return out
