@@ -24,19 +24,22 @@ def _differing(a: Path, b: Path, pattern: str) -> list:
                   if not ((a / n).exists() and (b / n).exists() and filecmp.cmp(a / n, b / n, shallow=False)))
 
 
+def _regenerate_and_compare(tmp_path, command: str, folder: str, pattern: str) -> list:
+    "Run an nbdev command on a copy of the project; the files under `folder` it would change."
+    work = _copy_project(tmp_path)
+    subprocess.run([BIN / command], cwd=work, check=True, capture_output=True)
+    return _differing(ROOT / folder, work / folder, pattern)
+
+
 def test_library_matches_notebooks(tmp_path):
     "`nbdev_export` must leave llava_nb/ unchanged: the library is generated from nbs/, never edited by hand."
-    work = _copy_project(tmp_path)
-    subprocess.run([BIN / "nbdev_export"], cwd=work, check=True, capture_output=True)
-    diff = _differing(ROOT / "llava_nb", work / "llava_nb", "*.py")
+    diff = _regenerate_and_compare(tmp_path, "nbdev_export", "llava_nb", "*.py")
     assert not diff, f"nbdev_export changes {diff}: edit the notebooks, run nbdev_export, and commit both"
 
 
 def test_notebooks_are_clean(tmp_path):
     "`nbdev_clean` must leave nbs/ unchanged (no outputs' execution counts, no stray metadata)."
-    work = _copy_project(tmp_path)
-    subprocess.run([BIN / "nbdev_clean"], cwd=work, check=True, capture_output=True)
-    diff = _differing(ROOT / "nbs", work / "nbs", "*.ipynb")
+    diff = _regenerate_and_compare(tmp_path, "nbdev_clean", "nbs", "*.ipynb")
     assert not diff, f"nbdev_clean changes {diff}: run nbdev_clean before committing"
 
 

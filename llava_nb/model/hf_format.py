@@ -23,8 +23,8 @@ from ..tiny import load_image_processor
 # %% auto #0
 __all__ = ['export_llava_hf', 'import_llava_hf', 'convert_llava_hf']
 
-# %% ../../nbs/08_model.hf_format.ipynb #e202d596
-def _llava_hf_state_dict(model, vocab_size: int) -> dict:
+# %% ../../nbs/08_model.hf_format.ipynb #ce615699
+def _llava_hf_state_dict(model) -> dict:
     "The llava-hf key layout from a reference-layout LLaVA model."
     tower, state = model.get_vision_tower(), {}
     for k, v in tower.vision_tower.state_dict().items():  # CLIP's keys, with the `vision_model.` level 4.x needs
@@ -44,7 +44,7 @@ def _chat_template() -> str:
             "{% elif message['role'] == 'assistant' %}ASSISTANT: {% for c in message['content'] %}{{ c['text'] }}{% endfor %}</s>"
             "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 
-# %% ../../nbs/08_model.hf_format.ipynb #f3da7e56
+# %% ../../nbs/08_model.hf_format.ipynb #d3f92e06
 def export_llava_hf(model,  # a llava_nb LLaVA model (reference layout), with its vision tower loaded
                     tokenizer, image_processor,
                     out_dir: str | Path,  # folder to write (config.json, model.safetensors, tokenizer, processor)
@@ -59,7 +59,6 @@ def export_llava_hf(model,  # a llava_nb LLaVA model (reference layout), with it
     model, tokenizer = copy.deepcopy(model), copy.deepcopy(tokenizer)
     tokenizer.add_tokens([DEFAULT_IMAGE_TOKEN], special_tokens=True)
     if tokenizer.pad_token is None: tokenizer.add_special_tokens({"pad_token": "<pad>"})
-    old_vocab = model.get_input_embeddings().weight.shape[0]
     vocab = -(-len(tokenizer) // pad_to_multiple_of) * pad_to_multiple_of
     resize_embeddings_mean(model, vocab)
     tower = model.get_vision_tower()
@@ -77,7 +76,7 @@ def export_llava_hf(model,  # a llava_nb LLaVA model (reference layout), with it
     config_json = json.loads((out_dir / "config.json").read_text())
     config_json["image_token_index"] = config_json["image_token_id"] = hf_config.image_token_index  # 4.x reads the first, 5.x either
     (out_dir / "config.json").write_text(json.dumps(config_json, indent=2))
-    save_file(_llava_hf_state_dict(model, vocab), out_dir / "model.safetensors", metadata={"format": "pt"})
+    save_file(_llava_hf_state_dict(model), out_dir / "model.safetensors", metadata={"format": "pt"})
     _save_processor(tokenizer, image_processor, tower, cfg, out_dir)
     return out_dir
 
