@@ -23,7 +23,7 @@ __all__ = ['COLORS', 'KINDS', 'SIZES', 'BACKGROUNDS', 'ROWS', 'COLS', 'IMAGE_SIZ
            'QUESTION_TYPES', 'BRIEF', 'DETAIL', 'SHORT_SUFFIX', 'EXACT_SUFFIX', 'PROMPT_KINDS', 'cell_name', 'Shape',
            'draw_shape', 'Scene', 'random_scene', 'a_shape', 'join_words', 'count_phrase', 'captions', 'annotation',
            'QA', 'qa_colour', 'qa_shape', 'qa_count', 'qa_position', 'qa_relation', 'ask', 'pretrain_record',
-           'detail_text', 'complex_qa', 'instruct_records', 'scene_rng', 'make_scenes', 'write_world',
+           'detail_text', 'complex_qa', 'ask_many', 'instruct_records', 'scene_rng', 'make_scenes', 'write_world',
            'write_llava_bench_form', 'main', 'context_text', 'instruct_messages', 'parse_qa_blocks',
            'llm_instruct_record']
 
@@ -197,7 +197,7 @@ def ask(scene: Scene, rng: np.random.Generator, types: Iterable[str] = tuple(QUE
     "One question of each type that has an unambiguous answer in `scene`."
     return [qa for t in types if (qa := QUESTION_TYPES[t](scene, rng)) is not None]
 
-# %% ../nbs/13_toyworld.ipynb #a1fe2cdb
+# %% ../nbs/13_toyworld.ipynb #08ddcd2b
 BRIEF = ["Describe the image concisely.", "Provide a brief description of the given image.", "Give a short and clear explanation of the image.",
          "Summarize the visual content of the image.", "What is in the photo?", "Render a clear and concise summary of the image."]
 DETAIL = ["Describe the following image in detail.", "What do you see happening in this image?",
@@ -246,11 +246,20 @@ def complex_qa(scene: Scene, rng) -> tuple[str, str]:
 
 SHORT_SUFFIX = "\nAnswer the question using a single word or phrase."
 
-def instruct_records(scene: Scene, image: str, rng) -> list[dict]:
-    "Four samples for a scene: a conversation, a detailed description, a complex-reasoning answer (LLaVA-Instruct), and short answers (as LLaVA-1.5's VQA data)."
+def ask_many(scene: Scene, rng: np.random.Generator, k: int = 6, draws: int = 3) -> list[QA]:
+    "Up to `k` different questions about `scene`, in random order (`draws` rounds of `ask`)."
+    qas, seen = [], set()
+    for _ in range(draws):
+        for qa in ask(scene, rng):
+            if qa.question not in seen: seen.add(qa.question); qas.append(qa)
+    rng.shuffle(qas)
+    return qas[:k]
+
+def instruct_records(scene: Scene, image: str, rng, short_answers: int = 6) -> list[dict]:
+    "Four samples for a scene: a conversation, a detailed description, a complex-reasoning answer (LLaVA-Instruct), and up to `short_answers` short answers (as LLaVA-1.5's VQA data)."
     qas = ask(scene, rng); rng.shuffle(qas)
     convo = [(qa.question, qa.sentence) for qa in qas[: max(1, int(rng.integers(2, 4)))]]
-    short = ask(scene, rng); rng.shuffle(short); short = short[:3]
+    short = ask_many(scene, rng, short_answers)
     return [_record(scene.id, image, "conv", convo, rng),
             _record(scene.id, image, "detail", [(str(rng.choice(DETAIL)), detail_text(scene))], rng),
             _record(scene.id, image, "complex", [complex_qa(scene, rng)], rng),
