@@ -53,7 +53,7 @@ def parse_score(review: str, lenient: bool = False) -> list[float]:
         return [float(parts[0]), float(parts[1])] if len(parts) == 2 else list(UNPARSED)
     except (ValueError, AttributeError): return list(UNPARSED)
 
-# %% ../../nbs/45_eval.eval_gpt_review_visual.ipynb #f534f87a
+# %% ../../nbs/45_eval.eval_gpt_review_visual.ipynb #4341518f
 def _by_id(rows: list[dict], path) -> dict:
     out = {}
     for r in rows:
@@ -62,7 +62,7 @@ def _by_id(rows: list[dict], path) -> dict:
     return out
 
 def review_jobs(question_file, context_file, answer_files: list, rule_file) -> list[dict]:
-    "One `{row, content}` job per question: the review row without its result, and the judge's prompt."
+    "One `{row, content, placeholder}` job per question: the review row without its result, the judge's prompt, and whether the model answered without the real image."
     if len(answer_files) != 2: raise ValueError(f"--answer-list: expected two answer files (reference, model), got {len(answer_files)}")
     questions = read_jsonl(question_file, required=("question_id", "image", "text", "category"))
     answers = [_by_id(read_jsonl(f, required=("question_id", "text")), f) for f in answer_files]
@@ -77,7 +77,8 @@ def review_jobs(question_file, context_file, answer_files: list, rule_file) -> l
         a1, a2 = answers[0][q["question_id"]], answers[1][q["question_id"]]
         row = {"id": i + 1, "question_id": q["question_id"], "answer1_id": a1.get("answer_id", a1["question_id"]),
                "answer2_id": a2.get("answer_id", a2["question_id"]), "category": q["category"]}
-        jobs.append({"row": row, "content": review_content(q, a1, a2, contexts[q["image"]], rules[q["category"]])})
+        jobs.append({"row": row, "content": review_content(q, a1, a2, contexts[q["image"]], rules[q["category"]]),
+                     "placeholder": bool((a2.get("metadata") or {}).get("image_placeholder"))})
     return jobs
 
 # %% ../../nbs/45_eval.eval_gpt_review_visual.ipynb #142f6081
@@ -97,7 +98,7 @@ def ask_judge(client: openai.OpenAI, model: str, content: str, max_tokens: int =
             if log: log(f"judge: {type(e).__name__} ({getattr(e, 'status_code', '')}), retry {attempt + 1}/{max_retries} in {wait:.1f}s")
             time.sleep(wait)
 
-# %% ../../nbs/45_eval.eval_gpt_review_visual.ipynb #b9af4033
+# %% ../../nbs/45_eval.eval_gpt_review_visual.ipynb #0fa27e28
 @dataclass
 class ReviewReport:
     "What a review run did."
@@ -107,10 +108,12 @@ class ReviewReport:
     skipped: int = 0  # questions already reviewed before this run
     unparseable: list = field(default_factory=list)  # question ids whose reply has no score pair
     failed: dict = field(default_factory=dict)  # question id -> error, for requests that failed after the retries
+    placeholder_answers: int = 0  # the model's answers made with a placeholder instead of the real image
 
     def __str__(self):
         s = f"{self.output}: {self.rows} rows ({self.reviewed} new, {self.skipped} already there), {len(self.unparseable)} unparseable"
         if self.unparseable: s += f" (question ids {self.unparseable})"
+        if self.placeholder_answers: s += f"; {self.placeholder_answers} of the model's answers were made with a placeholder image, not the real one"
         if self.failed: s += f"; {len(self.failed)} failed, rerun to fill: " + "; ".join(f"{k}: {v}" for k, v in list(self.failed.items())[:5])
         return s
 
@@ -121,7 +124,7 @@ def review(jobs: list[dict], output: str | Path, client: openai.OpenAI, judge_mo
     if retry_unparseable:
         out.rows = [r for r in out.rows if r.get("tuple") != UNPARSED]; out.sort("id"); out.done = {r["question_id"] for r in out.rows}
     todo = [j for j in jobs if j["row"]["question_id"] not in out.done]
-    report = ReviewReport(Path(output), skipped=len(jobs) - len(todo))
+    report = ReviewReport(Path(output), skipped=len(jobs) - len(todo), placeholder_answers=sum(j.get("placeholder", False) for j in jobs))
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futures = {pool.submit(ask_judge, client, judge_model, j["content"], max_tokens, log=log, **ask_kwargs): j for j in todo}
         for future in as_completed(futures):
