@@ -44,7 +44,7 @@ setuptools.setup(
     url = cfg['git_url'],
     packages = setuptools.find_packages(include=['llava_nb', 'llava_nb.*']),
     include_package_data = True,
-    package_data = {'llava_nb': ['resources/*.json', 'resources/*.png', 'resources/instruct_prompts/*/*.txt', 'resources/deepspeed/*.json']},
+    package_data = {'llava_nb': ['resources/*.json', 'resources/*.png', 'resources/instruct_prompts/*/*.txt', 'resources/deepspeed/*.json', 'resources/llava_bench/*']},
     install_requires = requirements,
     extras_require = {'dev': dev_requirements, 'gpu': gpu_requirements},
     dependency_links = cfg.get('dep_links','').split(),
