@@ -27,10 +27,10 @@ from .train.train import train
 # %% auto #0
 __all__ = ['SIZES', 'stage1_command', 'stage2_command', 'Phases', 'matmul_peak', 'run_quickstart', 'main']
 
-# %% ../nbs/90_quickstart.ipynb #e1a0907b
+# %% ../nbs/90_quickstart.ipynb #a2dc5b41
 SIZES = {
     "tiny": dict(n_train=300, n_test=60, clip_steps=20, clip_batch=32, lm_steps=40, lm_batch=16, lm_lr=2e-3, s1_steps=10, s2_steps=30, batch=16, save_steps=10),
-    "default": dict(n_train=10_000, n_test=500, clip_steps=150, clip_batch=128, lm_steps=500, lm_batch=32, lm_lr=2e-3, s1_steps=150, s2_steps=300, batch=32, save_steps=100),
+    "default": dict(n_train=10_000, n_test=500, clip_steps=150, clip_batch=128, lm_steps=600, lm_batch=32, lm_lr=1e-3, s1_steps=150, s2_steps=300, batch=32, save_steps=100),
 }
 
 def _stage_flags(world: Path, bases: Path, s: dict, seed: int) -> str:
