@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ipywidgets as widgets
 import matplotlib
@@ -65,9 +65,9 @@ class AnswerAttention:
     prompt: str  # the rendered prompt
     tokens: list[str]  # the answer's tokens, as the tokenizer spells them
     answer: str  # the decoded answer
-    attention: torch.Tensor  # (n_tokens, n_layers, n_heads, n_features): attention weight on each image row
-    grid: tuple[int, int]  # patch grid (rows, cols)
-    view: np.ndarray  # (H, W, 3) in 0..1: the image as the vision tower saw it (after resize/crop/pad)
+    attention: torch.Tensor = field(repr=False)  # (n_tokens, n_layers, n_heads, n_features): attention weight on each image row
+    grid: tuple[int, int] = (0, 0)  # patch grid (rows, cols)
+    view: np.ndarray = field(default=None, repr=False)  # (H, W, 3) in 0..1: the image as the vision tower saw it (after resize/crop/pad)
 
     @property
     def image_share(self) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -38,12 +38,12 @@ def nearest_tokens(features: torch.Tensor,  # (N, D) projected patch features
 @dataclass
 class ProjectedPatches:
     "An image's projected patch features and what they are near in the LM's input-embedding space."
-    features: torch.Tensor  # (N, D) projected features, as spliced into the prompt
-    grid: tuple[int, int]  # patch grid (rows, cols); 'cls_patch' features put CLS first, before the grid
-    view: np.ndarray  # (H, W, 3) the image as the vision tower saw it
-    token_ids: torch.Tensor  # (N, k) nearest vocabulary ids
-    similarity: torch.Tensor  # (N, k) their cosine similarity
-    tokens: list[list[str]]  # (N, k) their spelling
+    features: torch.Tensor = field(repr=False)  # (N, D) projected features, as spliced into the prompt
+    grid: tuple[int, int] = (0, 0)  # patch grid (rows, cols); 'cls_patch' features put CLS first, before the grid
+    view: np.ndarray = field(default=None, repr=False)  # (H, W, 3) the image as the vision tower saw it
+    token_ids: torch.Tensor = field(default=None, repr=False)  # (N, k) nearest vocabulary ids
+    similarity: torch.Tensor = field(default=None, repr=False)  # (N, k) their cosine similarity
+    tokens: list[list[str]] = field(default_factory=list, repr=False)  # (N, k) their spelling
 
     @property
     def norms(self) -> torch.Tensor: return self.features.norm(dim=-1)  # (N,)
