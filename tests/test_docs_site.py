@@ -24,9 +24,9 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromiu
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     "Build the site into a temporary folder and serve it on 127.0.0.1; yields the base URL."
-    out = tmp_path_factory.mktemp("site")
+    out, work = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("docs_work")  # own work folder: xdist workers build in parallel
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--out", str(out)], cwd=ROOT, env=env, check=True,
+    subprocess.run([sys.executable, str(ROOT / "tools" / "build_docs.py"), "--out", str(out), "--work", str(work)], cwd=ROOT, env=env, check=True,
                    capture_output=True)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
     handler.log_message = lambda *a: None

@@ -19,7 +19,7 @@
 
 `nbs/_quarto.yml` stays as it is, for `nbdev_docs` on machines that have quarto.
 
-Options: `--out DIR` (default `_site`), `--no-proc` (reuse `_proc/`).
+Options: `--out DIR` (default `_site`), `--no-proc` (reuse `_proc/`), `--work DIR` (where `_proc/` and `_mkdocs/` go).
 """
 import argparse
 import json
@@ -63,8 +63,8 @@ def _tolerant_exec(failures: list):
     return call
 
 
-def proc_notebooks() -> tuple[Path, list[str]]:
-    """Run nbdev's notebook processor over nbs/ into a fresh `_proc/`, one notebook at a time in this process.
+def proc_notebooks(cache: Path) -> tuple[Path, list[str]]:
+    """Run nbdev's notebook processor over nbs/ into a fresh `cache` folder (`_proc/`), one notebook at a time in this process.
 
     nbdev executes cells to render the API reference (`show_doc`); which ones is `_docs_eval`'s choice.
     One failure stops nbdev; here a notebook that fails is processed again with the failing cells
@@ -75,7 +75,7 @@ def proc_notebooks() -> tuple[Path, list[str]]:
     from nbdev.doclinks import nbglob
     from nbdev.serve import _proc_file
     cfg = get_config(path=ROOT)
-    cache, path = cfg.config_path / "_proc", cfg.nbs_path
+    path = cfg.nbs_path
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
     files = nbglob(path, func=Path, file_glob="", file_re="")
@@ -187,15 +187,15 @@ def mkdocs_yml(nav: list, title: str, description: str) -> str:
     return json.dumps(config, indent=1)
 
 
-def build(out: Path, proc: bool = True) -> Path:
-    "Build the site into `out`; returns the path of its index.html."
+def build(out: Path, proc: bool = True, work: Path = ROOT) -> Path:
+    "Build the site into `out` (intermediate files in `work`: `_proc/`, `_mkdocs/`); returns the path of its index.html."
     from nbdev.config import get_config
     cfg = get_config(path=ROOT)
     doc_url = f"{cfg.doc_host.rstrip('/')}{cfg.doc_baseurl.rstrip('/')}/" if cfg.get("doc_host") else ""
-    proc_dir, warnings = proc_notebooks() if proc else (ROOT / "_proc", [])
+    proc_dir, warnings = proc_notebooks(Path(work) / "_proc") if proc else (Path(work) / "_proc", [])
     for line in warnings: print(f"warning: nbdev's docs run skipped {line}")
     if not proc_dir.exists(): raise SystemExit(f"{proc_dir} does not exist: run without --no-proc first")
-    work = ROOT / "_mkdocs"
+    work = Path(work) / "_mkdocs"
     shutil.rmtree(work, ignore_errors=True)
     docs = work / "docs"
     docs.mkdir(parents=True)
@@ -229,8 +229,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(ROOT / "_site"), help="output folder (default: _site)")
     parser.add_argument("--no-proc", action="store_true", help="reuse _proc/ instead of running nbdev's processor")
+    parser.add_argument("--work", default=str(ROOT), help="folder for the intermediate _proc/ and _mkdocs/ (default: the repository)")
     args = parser.parse_args(argv)
-    index = build(Path(args.out), proc=not args.no_proc)
+    index = build(Path(args.out), proc=not args.no_proc, work=Path(args.work))
     print(f"built {index}")
 
 
