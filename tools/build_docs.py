@@ -50,6 +50,14 @@ def _docs_eval(cell) -> bool | None:
     return bool(body) and (all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in body) or "show_doc(" in cell.source)
 
 
+_PLAIN_DOC = """import inspect as _i
+from IPython.display import Markdown as _M
+try: _s = str(_i.signature(_o))
+except (TypeError, ValueError, NameError): _s = "(...)"
+_M("---\\n\\n### " + _o.__name__ + "\\n\\n```python\\n" + _o.__name__ + _s + "\\n```\\n\\n" + (vars(_o).get("__doc__") or ""))
+"""
+
+
 def _tolerant_exec(failures: list):
     "A replacement for nbdev's `exec_show_docs.__call__` that notes a failing cell and goes on."
     import nbdev.processors as P
@@ -60,6 +68,12 @@ def _tolerant_exec(failures: list):
             if self.k.exc:
                 failures.append(f"cell {cell.idx_} ({cell.source.strip().splitlines()[-1][:60]}): {self.k.exc!r}"[:200])
                 self.k.exc = None
+                shown = re.search(r"^show_doc\(([\w.]+)\)\s*$", cell.source, re.M)
+                if shown:  # keep an entry in the API reference: the name, the signature if it can be had, the docstring
+                    source = cell.source
+                    cell.source = f"_o = {shown.group(1)}\n" + _PLAIN_DOC
+                    try: self.k.cell(cell)
+                    finally: cell.source, self.k.exc = source, None
     return call
 
 
@@ -193,7 +207,7 @@ def build(out: Path, proc: bool = True, work: Path = ROOT) -> Path:
     cfg = get_config(path=ROOT)
     doc_url = f"{cfg.doc_host.rstrip('/')}{cfg.doc_baseurl.rstrip('/')}/" if cfg.get("doc_host") else ""
     proc_dir, warnings = proc_notebooks(Path(work) / "_proc") if proc else (Path(work) / "_proc", [])
-    for line in warnings: print(f"warning: nbdev's docs run skipped {line}")
+    for line in warnings: print(f"warning: nbdev's docs run failed on {line} (left out; a failing show_doc gets a plain entry)")
     if not proc_dir.exists(): raise SystemExit(f"{proc_dir} does not exist: run without --no-proc first")
     work = Path(work) / "_mkdocs"
     shutil.rmtree(work, ignore_errors=True)
