@@ -1,0 +1,1 @@
+"Widget dashboards and static figures: attention maps, projector features, chat."
