@@ -21,9 +21,9 @@ from .vision_tower import CLIPVisionTower, build_vision_tower
 
 # %% auto #0
 __all__ = ['LlavaConfig', 'LLAVA_CLASSES', 'image_slots', 'assign_images', 'splice_sequence', 'pad_spliced',
-           'is_multimodal_config', 'flatten_images', 'LlavaMetaForCausalLM', 'LlavaLlamaConfig',
-           'LlavaLlamaForCausalLM', 'LlavaMistralConfig', 'LlavaMistralForCausalLM', 'LlavaQwen2Config',
-           'LlavaQwen2ForCausalLM', 'llava_class_for', 'resize_embeddings_mean']
+           'is_multimodal_config', 'flatten_images', 'install_lm_output_hooks', 'LlavaMetaForCausalLM',
+           'LlavaLlamaConfig', 'LlavaLlamaForCausalLM', 'LlavaMistralConfig', 'LlavaMistralForCausalLM',
+           'LlavaQwen2Config', 'LlavaQwen2ForCausalLM', 'llava_class_for', 'resize_embeddings_mean']
 
 # %% ../../nbs/06_model.llava.ipynb #46878fc2
 def image_slots(ids: torch.Tensor,  # one sequence's ids (T,), padding removed
@@ -107,10 +107,24 @@ def flatten_images(images) -> list[torch.Tensor]:
         flat += [image] if image.ndim == 3 else list(image.reshape(-1, *image.shape[-3:]))  # (k, 3, H, W) -> k images
     return flat
 
-# %% ../../nbs/06_model.llava.ipynb #cc7b3cda
+# %% ../../nbs/06_model.llava.ipynb #1d73be9a
 def _patch_id(config) -> int | None: return getattr(config, "im_patch_token", None)
 
-# %% ../../nbs/06_model.llava.ipynb #ea9d7582
+def _wants_outputs(config, kwargs) -> bool:
+    return any(kwargs.get(k, getattr(config, k, False)) for k in ("output_attentions", "output_hidden_states"))
+
+def install_lm_output_hooks(inner: nn.Module) -> None:
+    """Install `transformers`' output-capturing hooks (what `output_attentions` / `output_hidden_states` use) on the LM only.
+    Left to itself, the LM's first call with those flags walks into the vision tower and hooks CLIP a second time:
+    CLIP then reports every layer twice, `mm_vision_select_layer` picks the wrong one, and the image features change for good."""
+    if getattr(inner, "_output_capturing_hooks_installed", False) or inner._modules.get("vision_tower") is None: return
+    from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    tower = inner._modules["vision_tower"]
+    inner._modules["vision_tower"] = None  # named_children() skips None: the walk does not reach CLIP
+    try: maybe_install_capturing_hooks(inner)
+    finally: inner._modules["vision_tower"] = tower
+
+# %% ../../nbs/06_model.llava.ipynb #1a135caa
 class LlavaMetaForCausalLM:
     "Makes a `transformers` causal LM multimodal: `class LlavaLlamaForCausalLM(LlavaMetaForCausalLM, LlamaForCausalLM)`."
     _keys_to_ignore_on_load_unexpected = [r"model\.vision_tower\."]  # saved CLIP weights: the tower loads its own
@@ -161,6 +175,7 @@ class LlavaMetaForCausalLM:
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
                 images=None, image_sizes=None, **kwargs):
         "The LM's forward, with `images` (pixel values) spliced in where `input_ids` hold image slots."
+        if _wants_outputs(self.config, kwargs): install_lm_output_hooks(self.get_model())
         if inputs_embeds is None and images is not None and input_ids is not None and input_ids.shape[1] > 1:
             _, position_ids, attention_mask, _, inputs_embeds, labels = self.prepare_inputs_labels_for_multimodal(
                 input_ids, position_ids, attention_mask, None, labels, images, image_sizes)
@@ -174,6 +189,7 @@ class LlavaMetaForCausalLM:
     def generate(self, inputs: torch.Tensor | None = None, images=None, image_sizes=None, **kwargs):
         "Generate from `inputs` (ids with image slots) and `images`; the images are encoded once, before decoding. Returns the new tokens."
         if "inputs_embeds" in kwargs: raise NotImplementedError("pass input ids and images; inputs_embeds is computed here")
+        if _wants_outputs(self.config, kwargs): install_lm_output_hooks(self.get_model())
         attention_mask = kwargs.pop("attention_mask", None)
         if images is not None:
             _, _, attention_mask, _, inputs_embeds, _ = self.prepare_inputs_labels_for_multimodal(
