@@ -33,9 +33,9 @@ from ..model.llava import image_slots, pad_spliced, splice_sequence
 from .controller import (ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, encode_chunk, error_chunk, logger)
 
 # %% auto #0
-__all__ = ['RequestError', 'GenerationRequest', 'sample_next', 'find_stop', 'stable_prefix', 'merge_caches', 'trim_left',
-           'BatchEngine', 'parse_generate_params', 'ModelWorker', 'make_worker_app', 'worker_arg_parser', 'load_worker',
-           'main']
+__all__ = ['RequestError', 'GenerationRequest', 'sample_next', 'find_stop', 'stable_prefix', 'detokenize_step',
+           'detokenize_flush', 'detokenize', 'merge_caches', 'trim_left', 'BatchEngine', 'parse_generate_params',
+           'ModelWorker', 'make_worker_app', 'worker_arg_parser', 'load_worker', 'main']
 
 # %% ../../nbs/32_serve.model_worker.ipynb #ba3f3e99
 class RequestError(ValueError):
@@ -99,7 +99,28 @@ def stable_prefix(text: str, stops: Sequence[str]) -> str:
     hold = max([k for s in stops if s for k in range(1, len(s)) if text.endswith(s[:k])], default=0)
     return text[:len(text) - hold]
 
-# %% ../../nbs/32_serve.model_worker.ipynb #b6fc9519
+# %% ../../nbs/32_serve.model_worker.ipynb #5656ec1c
+def detokenize_step(tokenizer, ids: Sequence[int], prefix_offset: int, read_offset: int) -> tuple[str, int, int]:
+    "The text the last token of `ids` adds (maybe ''), and the new (prefix_offset, read_offset)."
+    prefix_text = tokenizer.decode(ids[prefix_offset:read_offset], skip_special_tokens=True)
+    new_text = tokenizer.decode(ids[prefix_offset:], skip_special_tokens=True)
+    if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
+        return new_text[len(prefix_text):], read_offset, len(ids)
+    return "", prefix_offset, read_offset
+
+def detokenize_flush(tokenizer, ids: Sequence[int], prefix_offset: int, read_offset: int) -> str:
+    "What is still held back at the end (an incomplete character comes out as U+FFFD)."
+    return tokenizer.decode(ids[prefix_offset:], skip_special_tokens=True)[len(tokenizer.decode(ids[prefix_offset:read_offset], skip_special_tokens=True)):]
+
+def detokenize(tokenizer, ids: Sequence[int]) -> str:
+    "The text of generated `ids`, built step by step exactly as the engine streams it."
+    text, p, r = "", 0, 0
+    for k in range(1, len(ids) + 1):
+        delta, p, r = detokenize_step(tokenizer, ids[:k], p, r)
+        text += delta
+    return text + detokenize_flush(tokenizer, ids, p, r)
+
+# %% ../../nbs/32_serve.model_worker.ipynb #fe1b6b9d
 def _cache_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -123,7 +144,7 @@ def trim_left(cache: DynamicCache, mask: torch.Tensor, config=None):
     if start == 0: return cache, mask
     return DynamicCache([(k[:, :, start:], v[:, :, start:]) for k, v in _cache_tensors(cache)], config=config), mask[:, start:]
 
-# %% ../../nbs/32_serve.model_worker.ipynb #9e509104
+# %% ../../nbs/32_serve.model_worker.ipynb #7562afb7
 @dataclass
 class _Row:
     req: GenerationRequest
@@ -131,6 +152,9 @@ class _Row:
     position: int  # position id of the next token
     ids: list = field(default_factory=list)  # generated token ids
     sent: str = ""  # text already streamed
+    text: str = ""  # text decoded so far (incrementally)
+    prefix_offset: int = 0
+    read_offset: int = 0
     next_token: int | None = None
 
 class BatchEngine:
@@ -248,20 +272,27 @@ class BatchEngine:
         with self.lock: self.active -= 1
         req.done.set()
 
+    def _final_text(self, row: _Row) -> str:
+        text = row.text + detokenize_flush(self.tokenizer, row.ids, row.prefix_offset, row.read_offset)
+        cut = find_stop(text, row.req.stop)
+        return text[:cut] if cut >= 0 else text
+
     def _step_rows(self, rows: list[_Row], tokens: torch.Tensor) -> list[bool]:
         "Record each row's new token; stream; returns which rows go on."
         keep = []
         for row, tok in zip(rows, tokens.tolist()):
             req = row.req
             if req.cancelled: self._finish(row, "cancelled", text=row.sent); keep.append(False); continue
-            if tok in self.eos_ids:
-                self._finish(row, "stop", text=self.tokenizer.decode(row.ids, skip_special_tokens=True)); keep.append(False); continue
+            if tok in self.eos_ids: self._finish(row, "stop", text=self._final_text(row)); keep.append(False); continue
             row.ids.append(tok)
             req.completion_tokens = len(row.ids)
-            text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+            delta, row.prefix_offset, row.read_offset = detokenize_step(self.tokenizer, row.ids, row.prefix_offset, row.read_offset)
+            text = row.text = row.text + delta
             cut = find_stop(text, req.stop)
             if cut >= 0: self._finish(row, "stop", text=text[:cut]); keep.append(False); continue
-            if len(row.ids) >= row.budget: self._finish(row, "length", text=text); keep.append(False); continue
+            if len(row.ids) >= row.budget:
+                final = self._final_text(row)
+                self._finish(row, "stop" if find_stop(final, req.stop) >= 0 else "length", text=final); keep.append(False); continue
             stable = stable_prefix(text, req.stop)
             if stable != row.sent and len(row.ids) % max(1, req.stream_interval) == 0:
                 row.sent = stable; self._emit(row)
@@ -353,7 +384,7 @@ class BatchEngine:
                                      error_type="server_error")
                 rows, cache, mask = [], None, None
 
-# %% ../../nbs/32_serve.model_worker.ipynb #09769951
+# %% ../../nbs/32_serve.model_worker.ipynb #5737c0da
 def _number(params: dict, name: str, default, kind=float, low=None, high=None):
     value = params.get(name, default)
     if value is None: value = default
@@ -481,7 +512,7 @@ def make_worker_app(worker: ModelWorker) -> FastAPI:
 
     return app
 
-# %% ../../nbs/32_serve.model_worker.ipynb #714c7c4d
+# %% ../../nbs/32_serve.model_worker.ipynb #456f1255
 def worker_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="llava_nb model worker: one model behind the reference's worker protocol, batched")
     p.add_argument("--host", type=str, default="127.0.0.1")
@@ -527,6 +558,6 @@ def main(argv: list[str] | None = None):
     import uvicorn
     uvicorn.run(make_worker_app(worker), host=args.host, port=args.port, log_level=args.log_level)
 
-# %% ../../nbs/32_serve.model_worker.ipynb #2efb40e7
+# %% ../../nbs/32_serve.model_worker.ipynb #73394244
 #| eval: false
 if __name__ == "__main__": main()
