@@ -24,10 +24,10 @@ from ..core import DEFAULT_IMAGE_TOKEN
 from .controller import ChunkDecoder, logger
 
 # %% auto #0
-__all__ = ['IMAGE_PROCESS_MODES', 'CURSOR', 'new_conversation', 'add_text', 'to_chatbot', 'stream_answer', 'log_event',
-           'get_model_list', 'build_demo', 'main']
+__all__ = ['IMAGE_PROCESS_MODES', 'CURSOR', 'new_conversation', 'add_text', 'to_chatbot', 'use_model_template', 'stream_answer',
+           'log_event', 'get_model_list', 'build_demo', 'main']
 
-# %% ../../nbs/33_serve.gradio_web_server.ipynb #1fd91694
+# %% ../../nbs/33_serve.gradio_web_server.ipynb #3547a2cc
 IMAGE_PROCESS_MODES = ["Crop", "Resize", "Pad", "Default"]
 CURSOR = "▌"
 
@@ -72,12 +72,15 @@ def to_chatbot(state: Conversation, image_dir: Path) -> list[dict]:
         out.append({"role": "user", "content": msg})
     return out
 
-def stream_answer(controller_url: str, state: Conversation, model_name: str, temperature: float, top_p: float, max_new_tokens: int):
-    "Ask the controller for the answer to the last turn; yields the answer so far (with the cursor), then the final answer or the error."
-    if len(state.messages) == state.offset + 2:  # first round: the model's template
+def use_model_template(state: Conversation, model_name: str) -> None:
+    "On the first round, switch the conversation to the template of `model_name` (the reference's rule)."
+    if len(state.messages) == state.offset + 2:
         fresh = new_conversation(model_name)
         fresh.append_message(fresh.roles[0], state.messages[-2][1]); fresh.append_message(fresh.roles[1], None)
         state.__dict__.update(fresh.__dict__)
+
+def stream_answer(controller_url: str, state: Conversation, model_name: str, temperature: float, top_p: float, max_new_tokens: int):
+    "Ask the controller for the answer to the last turn; yields the answer so far (with the cursor), then the final answer or the error."
     prompt = state.get_prompt()
     from llava_nb.conversation import SeparatorStyle
     stop = state.sep if state.sep_style in (SeparatorStyle.SINGLE, SeparatorStyle.MPT) else state.sep2
@@ -103,7 +106,7 @@ def log_event(logdir: str | Path, kind: str, model: str, state: Conversation, ip
         f.write(json.dumps({"tstamp": round(time.time(), 4), "type": kind, "model": model, "state": state.dict(), "ip": ip, **extra}) + "\n")
     return path
 
-# %% ../../nbs/33_serve.gradio_web_server.ipynb #856e7ed3
+# %% ../../nbs/33_serve.gradio_web_server.ipynb #5fd1bb2b
 def get_model_list(controller_url: str) -> list[str]:
     "The models the controller lists (an empty list, and a log line, when it does not answer)."
     try:
@@ -120,8 +123,13 @@ def build_demo(controller_url: str, model_list_mode: str = "once", logdir: str |
     image_dir = Path(image_dir or Path(tempfile.gettempdir()) / "llava_nb_web_images")
     models = get_model_list(controller_url)
 
+    def busy(state) -> bool:  # an answer is still being written
+        return state is not None and len(state.messages) > state.offset and (state.messages[-1][1] is None or str(state.messages[-1][1]).endswith(CURSOR))
+
     def chat_turn(state, text, image, mode):
-        if not text and image is None: return state, to_chatbot(state, image_dir) if state else [], text, image
+        if (not text and image is None) or busy(state):
+            if busy(state): gr.Warning("Wait for the answer to finish before sending the next message.")
+            return state, to_chatbot(state, image_dir) if state else [], text, image
         state = add_text(state, text, image, mode)
         return state, to_chatbot(state, image_dir), "", None
 
@@ -131,11 +139,12 @@ def build_demo(controller_url: str, model_list_mode: str = "once", logdir: str |
         if not model:
             state.messages[-1][1] = "no model is selected: no worker has registered with the controller yet (refresh the page)"
             yield state, to_chatbot(state, image_dir); return
-        start = time.time()
+        use_model_template(state, model)
+        start, slot = time.time(), state.messages[-1]  # this answer's own slot
         for text, final in stream_answer(controller_url, state, model, temperature, top_p, max_new_tokens):
-            state.messages[-1][1] = text if final else text + CURSOR
+            slot[1] = text if final else text + CURSOR
             yield state, to_chatbot(state, image_dir)
-        state.messages[-1][1] = (state.messages[-1][1] or "").removesuffix(CURSOR)
+        slot[1] = (slot[1] or "").removesuffix(CURSOR)
         yield state, to_chatbot(state, image_dir)
         log_event(logdir, "chat", model, state, getattr(request, "client", None) and request.client.host, start=start, finish=time.time())
 
