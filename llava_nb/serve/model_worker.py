@@ -522,7 +522,7 @@ def make_worker_app(worker: ModelWorker) -> FastAPI:
 
     return app
 
-# %% ../../nbs/32_serve.model_worker.ipynb #456f1255
+# %% ../../nbs/32_serve.model_worker.ipynb #99e9dcd0
 def worker_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="llava_nb model worker: one model behind the reference's worker protocol, batched")
     p.add_argument("--host", type=str, default="127.0.0.1")
@@ -544,6 +544,7 @@ def worker_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-gpus", type=int, default=1)
     p.add_argument("--heart-beat-interval", type=float, default=WORKER_HEART_BEAT_INTERVAL)
     p.add_argument("--conv-mode", type=str, default=None, help="the conversation template clients should use (default: from the model name)")
+    p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest for tiny models on a busy machine)")
     p.add_argument("--log-level", type=str, default="info")
     return p
 
@@ -563,6 +564,7 @@ def load_worker(args: argparse.Namespace) -> ModelWorker:
 def main(argv: list[str] | None = None):
     "Run a model worker (the reference's flags)."
     args = worker_arg_parser().parse_args(argv)
+    if args.num_threads: torch.set_num_threads(args.num_threads)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     worker = load_worker(args)
     import uvicorn
