@@ -147,7 +147,7 @@ def trim_left(cache: DynamicCache, mask: torch.Tensor, config=None):
     if start == 0: return cache, mask
     return DynamicCache([(k[:, :, start:], v[:, :, start:]) for k, v in _cache_tensors(cache)], config=config), mask[:, start:]
 
-# %% ../../nbs/32_serve.model_worker.ipynb #7562afb7
+# %% ../../nbs/32_serve.model_worker.ipynb #ef1dae93
 @dataclass
 class _Row:
     req: GenerationRequest
@@ -312,6 +312,10 @@ class BatchEngine:
             try: e = self.embed(req)
             except (RequestError, ImageLoadError, ValueError) as ex:
                 self._finish(row, "error", error=f"model worker ({self.model_name}): {ex}"); continue
+            except Exception as ex:  # e.g. the vision tower failing on this image: only this request fails
+                logger.exception("preparing a request failed")
+                self._finish(row, "error", error=f"model worker ({self.model_name}) could not prepare the request: {type(ex).__name__}: {ex}",
+                             error_type="server_error"); continue
             req.prompt_tokens = int(e.shape[0])
             if int(req.max_new_tokens) < 1: self._finish(row, "length", text=""); continue
             row.budget = min(int(req.max_new_tokens), self.max_new_tokens_limit, self.context_len - req.prompt_tokens)
