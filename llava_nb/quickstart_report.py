@@ -70,7 +70,7 @@ def plot_samples(answers: list[dict], world: Path, path: Path, n: int = 8) -> No
         ax.set_xlabel("\n".join(f"{q['text'].splitlines()[0]}\n  model: {q['prediction']}  (truth: {q['answer']})" for q in qs), fontsize=6.5, loc="left")
     fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
 
-# %% ../nbs/91_quickstart_report.ipynb #dc024536
+# %% ../nbs/91_quickstart_report.ipynb #1546be87
 def write_report(out: Path, size: str, seed: int, results: dict, total_seconds: float, peak: float, world: Path) -> dict:
     "Write out/report and return its summary."
     from llava_nb.quickstart import SIZES
@@ -124,7 +124,18 @@ print(tok.decode(model.generate(ids, images=pixels, max_new_tokens=20)[0], skip_
 ```
 
 The checkpoint is in the reference's format (`{out / 'stage2'}`), conversation template `vicuna_v1`.
-The CLI chat, the web UI and the chat notebook arrive with the serving and workbench work.
+The same from the command line, as a terminal chat, and in the web UI (three processes on this machine):
+
+```bash
+python -m llava_nb.eval.run_llava --model-path {out / 'stage2'} --image-file {world / 'images' / 'test' / '000000.png'} --query "What colour is the circle?" --conv-mode vicuna_v1
+python -m llava_nb.serve.cli --model-path {out / 'stage2'} --image-file {world / 'images' / 'test' / '000000.png'} --conv-mode vicuna_v1
+python -m llava_nb.serve.controller --port 10000 &
+python -m llava_nb.serve.model_worker --controller http://127.0.0.1:10000 --port 40000 --worker http://127.0.0.1:40000 --model-path {out / 'stage2'} --conv-mode vicuna_v1 &
+python -m llava_nb.serve.gradio_web_server --controller http://127.0.0.1:10000 --model-list-mode reload
+```
+
+In JupyterLab, `nbs/52_viz.chat.ipynb` is a chat widget, `nbs/50_viz.attention.ipynb` shows where each answer token
+looks in the image and `nbs/51_viz.projector.ipynb` what the projector makes of each patch: point them at `{out / 'stage2'}`.
 """
     (report / "README.md").write_text(text)
     summary = {"size": size, "seed": seed, "total_seconds": round(total_seconds, 1), "accuracy": table.to_dict(),
