@@ -216,7 +216,7 @@ class ScoresDashboard:
 
     def _ipython_display_(self): display(self.widget)
 
-# %% ../../nbs/53_viz.scores.ipynb #d80f00c8
+# %% ../../nbs/53_viz.scores.ipynb #427609e4
 def render_scores(scores: Scores | pd.DataFrame,  # `load_scores` output or its long table
                   value: str = "relative",  # the value to chart
                   runs=None, categories=None,  # filters (default: all)
@@ -224,12 +224,12 @@ def render_scores(scores: Scores | pd.DataFrame,  # `load_scores` output or its 
                  ) -> Figure:
     "A figure with the bar chart of `value` and the table of the selected rows."
     summary = filter_scores(scores.summary if isinstance(scores, Scores) else scores, runs, categories)
-    fig = Figure(figsize=(11, 0.9 + 0.28 * max(8, len(summary))))
-    chart, table_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.25]})
+    fig = Figure(figsize=(11, 1.0 + 0.3 * max(8, len(summary))))
+    chart, table_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.1]})
     plot_scores(summary, value, published=published, ax=chart)
     table_ax.axis("off")
     cells = [[f"{v:g}" if isinstance(v, float) else str(v) for v in row] for row in summary.itertuples(index=False)]
-    t = table_ax.table(cellText=cells, colLabels=COLUMNS, loc="center", cellLoc="right")
-    t.auto_set_font_size(False); t.set_fontsize(8); t.auto_set_column_width(list(range(len(COLUMNS))))
+    t = table_ax.table(cellText=cells, colLabels=COLUMNS, cellLoc="right", bbox=[0, 0, 1, 1])  # the table fills its half
+    t.auto_set_font_size(False); t.set_fontsize(9)
     fig.tight_layout()
     return fig
