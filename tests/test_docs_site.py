@@ -107,6 +107,18 @@ def test_dashboard_page_shows_saved_figures(site, browser):
     page.close()
 
 
+
+def test_scores_page_shows_static_rendering(site, browser):
+    "The review-score dashboard's page shows its static rendering (bar chart and table) and the drill-down API."
+    blocked = []
+    page = open_page(browser, site, "viz.scores.html", blocked)
+    page.locator("img[src^='data:image/png']").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "viz.scores.png"), full_page=False)
+    assert page.locator("img[src^='data:image/png']").count() >= 1
+    text = visible_text(page)
+    assert "render_scores" in text and "ScoresDashboard" in text and "drilldown" in text
+    page.close()
+
 def _build_docs_module():
     import importlib.util
     spec = importlib.util.spec_from_file_location("build_docs", ROOT / "tools" / "build_docs.py")

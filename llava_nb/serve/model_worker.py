@@ -324,7 +324,7 @@ class BatchEngine:
                              f"(image features included) of the model's context of {self.context_len}, leaving none to answer. "
                              "Please start a new conversation, thanks.")
                 continue
-            row.position = int(e.shape[0])
+            row.position = int(e.shape[0]) - 1  # the last prompt position: `_step_rows` moves it on, so the first new token goes at e.shape[0]
             rows.append(row); embeds.append(e)
         if not rows: return [], None, None
         self.stats["prefills"] += 1

@@ -22,8 +22,8 @@ from ..mm_utils import process_images, tokenizer_image_token
 from ..model.llava import image_slots, splice_sequence
 
 # %% auto #0
-__all__ = ['image_rows', 'eager_attention', 'lm_output_hooks', 'AnswerAttention', 'model_view', 'answer_attention',
-           'draw_patch_map', 'plot_attention', 'figure_png', 'AttentionExplorer', 'box_patches', 'box_share']
+__all__ = ['image_rows', 'eager_attention', 'AnswerAttention', 'model_view', 'answer_attention', 'draw_patch_map',
+           'plot_attention', 'figure_png', 'AttentionExplorer', 'box_patches', 'box_share']
 
 # %% ../../nbs/50_viz.attention.ipynb #ceb2497e
 def image_rows(ids: torch.Tensor,  # one prompt's ids (T,), with image slots
@@ -46,17 +46,6 @@ def eager_attention(model):
     try: yield model
     finally:
         if old != "eager": model.set_attn_implementation(old)
-
-# %% ../../nbs/50_viz.attention.ipynb #edf75b2f
-def lm_output_hooks(model) -> None:
-    "Install the LM's output-capturing hooks without walking into the vision tower (so CLIP's hooks are not doubled)."
-    from transformers.utils.output_capturing import maybe_install_capturing_hooks
-    inner = model.get_model()
-    if getattr(inner, "_output_capturing_hooks_installed", False) or "vision_tower" not in inner._modules: return
-    tower = inner._modules["vision_tower"]
-    inner._modules["vision_tower"] = None  # named_children() skips None: the walk does not reach CLIP
-    try: maybe_install_capturing_hooks(inner)
-    finally: inner._modules["vision_tower"] = tower
 
 # %% ../../nbs/50_viz.attention.ipynb #a8477021
 @dataclass
@@ -117,7 +106,6 @@ def answer_attention(model, tokenizer, image_processor,
     tower = model.get_vision_tower()
     n_features = tower.num_patches + (tower.select_feature == "cls_patch")
     rows = image_rows(ids[0].cpu(), n_features)[0]
-    lm_output_hooks(model)
     with eager_attention(model):
         out = model(input_ids=torch.cat([ids, new[None]], 1), images=pixels, output_attentions=True)
     start = ids.shape[1] - 1 + n_features  # the spliced prompt's length: one <image> id became n_features rows
