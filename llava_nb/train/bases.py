@@ -59,9 +59,9 @@ def normalize_pixels(images: torch.Tensor) -> torch.Tensor:
     mean, std = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
     return (images.float() / 255 - mean) / std
 
-# %% ../../nbs/23_train.bases.ipynb #6b670f49
+# %% ../../nbs/23_train.bases.ipynb #1b64b8f8
 def train_toy_clip(world: str | Path, tokenizer, out_dir: str | Path, steps: int = 300, batch_size: int = 128, lr: float = 5e-4,
-                   width: int = 128, layers: int = 4, seed: int = 0, progress: bool = True) -> dict:
+                   width: int = 128, layers: int = 4, seed: int = 0, progress: bool = True, position: int = 0) -> dict:
     "Train a small CLIP on the world's (scene, caption) pairs; save it with its image processor. Returns the loss history."
     world, out_dir = Path(world), Path(out_dir)
     set_seed(seed)
@@ -76,7 +76,7 @@ def train_toy_clip(world: str | Path, tokenizer, out_dir: str | Path, steps: int
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 10), steps)
     rng, losses, text_tokens, start = np.random.default_rng(seed), [], 0, time.time()
-    for step in tqdm(range(steps), desc="stage 0: CLIP", disable=not progress):
+    for step in tqdm(range(steps), desc="stage 0: CLIP", disable=not progress, position=position):
         idx = rng.choice(len(anns), batch_size, replace=False)
         texts = [captions[i][rng.integers(len(captions[i]))] for i in idx]
         width_t = max(map(len, texts))
@@ -129,7 +129,7 @@ class Stage0Dataset(torch.utils.data.Dataset):
         "Indices to draw from, each sample of kind `k` repeated `mix[k]` times (kinds absent from `mix` are left out)."
         return np.concatenate([np.repeat(np.where(self.kinds == k)[0], n) for k, n in mix.items()])
 
-# %% ../../nbs/23_train.bases.ipynb #45b0c4df
+# %% ../../nbs/23_train.bases.ipynb #c9e37775
 @torch.no_grad()
 def init_cell_embeddings(model, tokenizer) -> None:
     "Start each cell word's input embedding at the sum of its colour word's and its kind word's (`red-circle` = `red` + `circle`)."
@@ -160,6 +160,7 @@ def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int =
                  compositional_init: bool = True,  # start each cell word's embedding at its colour's plus its kind's
                  mix: dict[str, int] = STAGE0_MIX,  # how often each kind of sample is drawn
                  tie_embeddings: bool = False,  # share input and output embeddings
+                 position: int = 0,  # line of the progress bar (when several phases train side by side)
                 ) -> dict:
     "Train a small LLaMA on the world's samples with scenes as cell words; save it with the tokenizer. Returns the loss history."
     out_dir = Path(out_dir)
@@ -175,7 +176,7 @@ def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int =
     collate, rng, losses, tokens, start = DataCollatorForSupervisedDataset(tokenizer), np.random.default_rng(seed), [], 0, time.time()
     pool = data.pool(mix)
     batches = [pool[b] for b in bucketed_batches(data.approx_lengths[pool], batch_size, steps, rng)]
-    for step in tqdm(range(steps), desc="stage 0: LM", disable=not progress):
+    for step in tqdm(range(steps), desc="stage 0: LM", disable=not progress, position=position):
         batch = collate([data[int(i)] for i in batches[step]])
         loss = model(**batch).loss
         loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step(); opt.zero_grad()
