@@ -123,7 +123,7 @@ def matmul_peak(seconds: float = 1.0, n: int = 1024) -> float:
         return 2 * n ** 3 * count / (time.time() - start)
     finally: torch.set_num_threads(threads)
 
-# %% ../nbs/90_quickstart.ipynb #d7ea0939
+# %% ../nbs/90_quickstart.ipynb #914672f8
 def run_quickstart(out: str | Path = "runs/quickstart", size: str = "default", seed: int = 0) -> dict:
     "The whole toy-world LLaVA recipe; returns the report's summary (also written to out/report)."
     if size not in SIZES: raise ValueError(f"--size {size!r}: expected one of {', '.join(SIZES)}")
@@ -135,7 +135,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", size: str = "default", s
     warnings.filterwarnings("ignore", category=FutureWarning)
     phases.run("world", lambda: {"manifest": write_world(world, s["n_train"], s["n_test"], seed)})
     phases.run("tokenizer", lambda: {"vocab": len(train_toy_tokenizer(world, bases / "tokenizer"))})
-    stage0 = phases.run_side_by_side({"clip": (_clip_phase, world, bases, s, seed), "lm": (_lm_phase, world, bases, s, seed)})
+    import llava_nb.quickstart as lib  # the phases by their module path: worker processes import them from there
+    stage0 = phases.run_side_by_side({"clip": (lib._clip_phase, world, bases, s, seed), "lm": (lib._lm_phase, world, bases, s, seed)})
     r_clip, r_lm = stage0["clip"], stage0["lm"]
     r_s1 = phases.run("stage1", lambda: run_stage(stage1_command(world, bases, out / "stage1", s, seed), out / "stage1", s["nproc"]))
     r_s2 = phases.run("stage2", lambda: run_stage(stage2_command(world, bases, out / "stage1", out / "stage2", s, seed), out / "stage2", s["nproc"]))
