@@ -23,7 +23,7 @@ from .core import DEFAULT_IMAGE_TOKEN, PAD_COLOR, expand2square
 __all__ = ['RELEASES', 'conv_templates', 'conv_templates_2023', 'default_conversation', 'default_conversation_2023',
            'SeparatorStyle', 'render_single', 'render_two', 'render_mpt', 'render_llama_2', 'render_plain',
            'move_image_to_front', 'Conversation', 'process_image', 'UnknownTemplateError', 'ConvTemplates',
-           'template_from_dict', 'load_conv_templates', 'get_conv_template', 'example_conversation',
+           'template_from_dict', 'load_conv_templates', 'get_conv_template', 'stop_string', 'example_conversation',
            'conv_template_for_version', 'conv_template_for_model']
 
 # %% ../nbs/01_conversation.ipynb #9aa3a4eb
@@ -249,7 +249,7 @@ def load_conv_templates(release: str = "latest",  # 'latest' or '2023'
     data = json.loads(text)[release]
     return ConvTemplates(release, {name: template_from_dict(d, release) for name, d in data["templates"].items()}, data["default"])
 
-# %% ../nbs/01_conversation.ipynb #50b68027
+# %% ../nbs/01_conversation.ipynb #68c3c3ec
 conv_templates = load_conv_templates("latest")
 conv_templates_2023 = load_conv_templates("2023")
 default_conversation = conv_templates[conv_templates.default]  # latest: 'v1' (Vicuna v1)
@@ -259,6 +259,10 @@ def get_conv_template(name: str, release: str = "latest") -> Conversation:
     "A fresh copy of template `name` of `release`, ready for `append_message`."
     return (conv_templates if release == "latest" else conv_templates_2023 if release == "2023"
             else load_conv_templates(release))[name].copy()
+
+def stop_string(conv: Conversation) -> str | None:
+    "The string that ends an assistant turn in `conv`'s template: what the reference's clients send as `stop`."
+    return conv.sep if conv.sep_style in (SeparatorStyle.SINGLE, SeparatorStyle.MPT) else conv.sep2
 
 # %% ../nbs/01_conversation.ipynb #41f0b857
 def example_conversation(template: Conversation,  # the template to fill

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from PIL import Image
 
-from ..conversation import SeparatorStyle, conv_template_for_model, get_conv_template
+from ..conversation import conv_template_for_model, get_conv_template, stop_string
 from ..core import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, load_image
 from ..mm_utils import get_model_name_from_path
 from ..serve.model_worker import BatchEngine, GenerationRequest
@@ -46,7 +46,7 @@ def build_prompt(query: str,  # the user's question
     if system is not None: conv.system = system
     conv.append_message(conv.roles[0], query)
     conv.append_message(conv.roles[1], None)
-    return conv.get_prompt(), (conv.sep if conv.sep_style in (SeparatorStyle.SINGLE, SeparatorStyle.MPT) else conv.sep2)
+    return conv.get_prompt(), stop_string(conv)
 
 # %% ../../nbs/38_eval.run_llava.ipynb #39d1e881
 @dataclass

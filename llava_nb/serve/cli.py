@@ -10,7 +10,7 @@ import sys
 from typing import Callable, TextIO
 
 from ..core import DEFAULT_IMAGE_TOKEN, load_image
-from ..conversation import SeparatorStyle, get_conv_template
+from ..conversation import get_conv_template, SeparatorStyle, stop_string
 from ..eval.run_llava import LlavaModel, default_conv_mode
 from .model_worker import GenerationRequest
 
@@ -31,7 +31,7 @@ def chat_loop(lm: LlavaModel,  # the loaded model
     conv = get_conv_template(conv_mode or default_conv_mode(lm.model_name))
     roles = ("user", "assistant") if conv.sep_style == SeparatorStyle.MPT else conv.roles  # the reference shows plain names for MPT
     pil = load_image(image, allow_remote=True) if image is not None else None
-    stop = conv.sep if conv.sep_style in (SeparatorStyle.SINGLE, SeparatorStyle.MPT) else conv.sep2
+    stop = stop_string(conv)
     engine, first = lm.get_engine(1), True
     while True:
         try: inp = input_fn(f"{roles[0]}: ")

@@ -19,7 +19,7 @@ import gradio as gr
 import httpx
 from PIL import Image
 
-from ..conversation import Conversation, conv_template_for_model, get_conv_template
+from ..conversation import conv_template_for_model, Conversation, get_conv_template, stop_string
 from ..core import DEFAULT_IMAGE_TOKEN
 from .controller import ChunkDecoder, logger
 
@@ -82,8 +82,7 @@ def use_model_template(state: Conversation, model_name: str) -> None:
 def stream_answer(controller_url: str, state: Conversation, model_name: str, temperature: float, top_p: float, max_new_tokens: int):
     "Ask the controller for the answer to the last turn; yields the answer so far (with the cursor), then the final answer or the error."
     prompt = state.get_prompt()
-    from llava_nb.conversation import SeparatorStyle
-    stop = state.sep if state.sep_style in (SeparatorStyle.SINGLE, SeparatorStyle.MPT) else state.sep2
+    stop = stop_string(state)
     payload = {"model": model_name, "prompt": prompt, "temperature": float(temperature), "top_p": float(top_p),
                "max_new_tokens": min(int(max_new_tokens), 1536), "stop": stop, "images": state.get_images()}
     try:

@@ -15,7 +15,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..conversation import SeparatorStyle, conv_template_for_model, get_conv_template
+from ..conversation import conv_template_for_model, get_conv_template, stop_string
 from ..core import DEFAULT_IMAGE_TOKEN, ImageLoadError, image_to_base64, load_image
 from .controller import (ERROR_NO_WORKER, ERROR_OK, Controller, ChunkDecoder, logger, proxy_generate_stream)
 
@@ -86,7 +86,7 @@ def render_prompt(conv_mode: str, system: str | None, turns: list[tuple[str, str
     if system is not None: conv.system = system
     for role, text in turns: conv.append_message(conv.roles[0] if role == "user" else conv.roles[1], text)
     conv.append_message(conv.roles[1], None)
-    stop = conv.sep if conv.sep_style in (SeparatorStyle.SINGLE, SeparatorStyle.MPT) else conv.sep2
+    stop = stop_string(conv)
     return conv.get_prompt(), stop
 
 # %% ../../nbs/31_serve.openai_api.ipynb #6b008fb3

@@ -17,21 +17,19 @@ import torch
 from PIL import Image
 from transformers import TextIteratorStreamer
 
-from ..conversation import Conversation, SeparatorStyle, get_conv_template
+from ..conversation import Conversation, get_conv_template, stop_string
 from ..core import DEFAULT_IMAGE_TOKEN, image_to_base64, load_image
 from ..mm_utils import KeywordsStoppingCriteria, process_images, tokenizer_image_token
+from ..serve.controller import iter_chunks
 
 # %% auto #0
-__all__ = ['ChatError', 'stop_string', 'LocalBackend', 'cut_at_stop', 'iter_nul_json', 'RemoteBackend', 'render_history',
-           'toy_world_images', 'ChatWidget']
+__all__ = ['ChatError', 'LocalBackend', 'cut_at_stop', 'RemoteBackend', 'render_history', 'toy_world_images', 'ChatWidget']
 
 # %% ../../nbs/52_viz.chat.ipynb #cd03ce23
 class ChatError(RuntimeError):
     "A chat turn failed; the message says where (backend, address) and why."
 
-def stop_string(conv: Conversation) -> str:
-    "The string that ends the assistant's turn in `conv`'s template (the reference web UI's `stop`)."
-    return conv.sep if conv.sep_style in (SeparatorStyle.SINGLE, SeparatorStyle.MPT) else conv.sep2
+
 
 # %% ../../nbs/52_viz.chat.ipynb #436a55ad
 class LocalBackend:
@@ -66,17 +64,6 @@ class LocalBackend:
 def cut_at_stop(text: str, stop: str | None) -> str:
     "`text` up to the first `stop` (the reference cuts the stop string and what follows)."
     return text.split(stop, 1)[0] if stop else text
-
-# %% ../../nbs/52_viz.chat.ipynb #a4522cb2
-def iter_nul_json(chunks: Iterator[bytes]) -> Iterator[dict]:
-    "Parse a byte stream of NUL-terminated JSON objects (chunk boundaries may fall anywhere)."
-    buffer = b""
-    for chunk in chunks:
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\0")
-        for raw in complete:
-            if raw.strip(): yield json.loads(raw.decode())
-    if buffer.strip(): yield json.loads(buffer.decode())  # a last chunk without its NUL
 
 # %% ../../nbs/52_viz.chat.ipynb #1c11b9f1
 class RemoteBackend:
@@ -118,7 +105,7 @@ class RemoteBackend:
         try:
             with httpx.stream("POST", url, json=body, timeout=self.timeout) as r:
                 if r.status_code != 200: raise ChatError(f"{url} answered HTTP {r.status_code}: {r.read().decode(errors='replace')[:300]}")
-                for chunk in iter_nul_json(r.iter_bytes()):
+                for chunk in iter_chunks(r.iter_bytes()):
                     if chunk.get("error_code", 0) != 0:
                         raise ChatError(f"{url} error_code {chunk['error_code']}: {chunk.get('text', '')}")
                     text = chunk["text"]
