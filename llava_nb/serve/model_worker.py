@@ -192,7 +192,9 @@ class BatchEngine:
             self.active += 1
             self.waiting.put(req)
             if self.thread is None:  # the thread ends when idle (see `_run`), and starts again here
-                self.thread = threading.Thread(target=self._run, name="llava-batch-engine", daemon=True)
+                # not a daemon: a daemon thread caught inside a torch op at interpreter exit aborts the process (SIGABRT);
+                # this one ends by itself 0.2 s after the last request, so exit waits at most for the running batch
+                self.thread = threading.Thread(target=self._run, name="llava-batch-engine", daemon=False)
                 self.thread.start()
         return req
 
