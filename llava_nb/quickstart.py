@@ -32,17 +32,17 @@ from .train.bases import train_toy_clip, train_toy_lm, train_toy_tokenizer
 # %% auto #0
 __all__ = ['SIZES', 'stage1_command', 'stage2_command', 'Phases', 'run_stage', 'matmul_peak', 'run_quickstart', 'main']
 
-# %% ../nbs/90_quickstart.ipynb #818f4b19
+# %% ../nbs/90_quickstart.ipynb #3e38dc23
 SIZES = {
-    "tiny": dict(n_train=300, n_test=60, clip_steps=20, clip_batch=32, lm_steps=40, lm_batch=16, lm_lr=2e-3, s1_steps=10, s2_steps=30, batch=16, save_steps=10, nproc=2),
-    "default": dict(n_train=10_000, n_test=500, clip_steps=300, clip_batch=128, lm_steps=600, lm_batch=32, lm_lr=1e-3, s1_steps=450, s2_steps=400, batch=32, save_steps=100, nproc=2),
+    "tiny": dict(n_train=300, n_test=60, clip_steps=20, clip_batch=32, lm_steps=40, lm_batch=16, lm_lr=2e-3, s1_steps=10, s1_batch=16, s2_steps=30, batch=16, save_steps=10, nproc=2),
+    "default": dict(n_train=10_000, n_test=500, clip_steps=300, clip_batch=128, lm_steps=2400, lm_batch=8, lm_lr=1e-3, s1_steps=450, s1_batch=32, s2_steps=800, batch=16, save_steps=100, nproc=2),
 }
 
-def _stage_flags(world: Path, bases: Path, s: dict, seed: int) -> str:
+def _stage_flags(world: Path, bases: Path, s: dict, seed: int, batch: int) -> str:
     "The flags the seed README's commands share (precision, schedule, logging), with toy paths and sizes."
     return (f"--vision_tower {bases / 'clip'} --mm_vision_select_layer -2 --mm_use_im_start_end False --mm_use_im_patch_token False "
             f"--mm_projector_type mlp2x_gelu --image_folder {world / 'images'} --image_aspect_ratio square --bf16 True --tf32 True "
-            f"--per_device_train_batch_size {s['batch'] // s['nproc']} --gradient_accumulation_steps 1 --evaluation_strategy no "
+            f"--per_device_train_batch_size {batch // s['nproc']} --gradient_accumulation_steps 1 --evaluation_strategy no "
             f"--save_strategy steps --save_steps {s['save_steps']} --save_total_limit 1 --weight_decay 0. --warmup_ratio 0.03 "
             f"--lr_scheduler_type cosine --logging_steps 5 --model_max_length 512 --dataloader_num_workers 0 --lazy_preprocess True "
             f"--report_to none --seed {seed} --disable_tqdm False")
@@ -50,13 +50,13 @@ def _stage_flags(world: Path, bases: Path, s: dict, seed: int) -> str:
 def stage1_command(world: Path, bases: Path, out: Path, s: dict, seed: int) -> str:
     "Stage 1 (feature alignment): the seed's pretraining command on the toy world."
     return (f"--model_name_or_path {bases / 'lm'} --version plain --data_path {world / 'pretrain.json'} --tune_mm_mlp_adapter True "
-            f"--output_dir {out} --num_train_epochs 1 --max_steps {s['s1_steps']} --learning_rate 2e-3 " + _stage_flags(world, bases, s, seed))
+            f"--output_dir {out} --num_train_epochs 1 --max_steps {s['s1_steps']} --learning_rate 2e-3 " + _stage_flags(world, bases, s, seed, s["s1_batch"]))
 
 def stage2_command(world: Path, bases: Path, stage1: Path, out: Path, s: dict, seed: int) -> str:
     "Stage 2 (visual instruction tuning): the seed's fine-tuning command on the toy world."
     return (f"--model_name_or_path {bases / 'lm'} --version v1 --data_path {world / 'instruct.json'} "
             f"--pretrain_mm_mlp_adapter {stage1 / 'mm_projector.bin'} --group_by_modality_length True --output_dir {out} "
-            f"--num_train_epochs 1 --max_steps {s['s2_steps']} --learning_rate 5e-4 " + _stage_flags(world, bases, s, seed))
+            f"--num_train_epochs 1 --max_steps {s['s2_steps']} --learning_rate 5e-4 " + _stage_flags(world, bases, s, seed, s["batch"]))
 
 # %% ../nbs/90_quickstart.ipynb #9ce71b9e
 class Phases:

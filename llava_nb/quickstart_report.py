@@ -20,7 +20,7 @@ from .toyworld import IMAGE_SIZE
 # %% auto #0
 __all__ = ['markdown_table', 'throughput', 'plot_losses', 'plot_samples', 'write_report']
 
-# %% ../nbs/91_quickstart_report.ipynb #bdfe1d12
+# %% ../nbs/91_quickstart_report.ipynb #e2e3c691
 def markdown_table(df: pd.DataFrame) -> str:
     "A DataFrame as a Markdown table (index included)."
     cols = [df.index.name or ""] + [str(c) for c in df.columns]
@@ -35,14 +35,15 @@ def _mean_length(world: Path, name: str, template: str, n: int = 200, image_rows
     cfg = PreprocessConfig(template)
     return float(np.mean([len(preprocess(r, tok, cfg)["input_ids"]) - 1 + image_rows for r in recs]))
 
-def throughput(results: dict, world: Path, batch: int, peak: float) -> pd.DataFrame:
+def throughput(results: dict, world: Path, sizes: dict, peak: float) -> pd.DataFrame:
     "Estimated training FLOP/s of each stage, and its fraction of the measured matmul peak."
     lm_params = results["lm"]["parameters"]
     lm_flops = 6 * lm_params * results["lm"]["tokens"]
     rows = {"stage 0: CLIP (one core)": results["clip"]["flops"] / results["clip"]["seconds"],
             "stage 0: LM (one core)": lm_flops / results["lm"]["seconds"],
             "stage 0: both, side by side": (results["clip"]["flops"] + lm_flops) / max(results["clip"]["seconds"], results["lm"]["seconds"])}
-    for stage, name, template, factor in (("stage1", "pretrain.json", "plain", 4), ("stage2", "instruct.json", "vicuna_v1", 6)):
+    for stage, name, template, factor, batch in (("stage1", "pretrain.json", "plain", 4, sizes.get("s1_batch", sizes["batch"])),
+                                                 ("stage2", "instruct.json", "vicuna_v1", 6, sizes["batch"])):
         tokens = results[stage]["steps"] * batch * _mean_length(world, name, template)
         rows[f"{stage[:-1]} {stage[-1]}"] = factor * lm_params * tokens / results[stage]["seconds"]
     df = pd.DataFrame({"GFLOP/s": {k: round(v / 1e9, 1) for k, v in rows.items()}})
@@ -72,7 +73,7 @@ def plot_samples(answers: list[dict], world: Path, path: Path, n: int = 8) -> No
         ax.set_xlabel("\n".join(f"{q['text'].splitlines()[0]}\n  model: {q['prediction']}  (truth: {q['answer']})" for q in qs), fontsize=6.5, loc="left")
     fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
 
-# %% ../nbs/91_quickstart_report.ipynb #1546be87
+# %% ../nbs/91_quickstart_report.ipynb #66328437
 def write_report(out: Path, size: str, seed: int, results: dict, total_seconds: float, peak: float, world: Path) -> dict:
     "Write out/report and return its summary."
     from llava_nb.quickstart import SIZES
@@ -85,7 +86,7 @@ def write_report(out: Path, size: str, seed: int, results: dict, total_seconds: 
     plot_losses(results, report / "loss_curves.png")
     answers = [json.loads(l) for l in open(out / "answers.jsonl")]
     plot_samples(answers, world, report / "samples.png")
-    speed = throughput(results, world, SIZES[size]["batch"], peak)
+    speed = throughput(results, world, SIZES[size], peak)
     times = pd.DataFrame({"seconds": {k: round(v["seconds"]) for k, v in results.items()}}); times.index.name = "phase"
     text = f"""# llava_nb quickstart report
 

@@ -129,7 +129,7 @@ class Stage0Dataset(torch.utils.data.Dataset):
         "Indices to draw from, each sample of kind `k` repeated `mix[k]` times (kinds absent from `mix` are left out)."
         return np.concatenate([np.repeat(np.where(self.kinds == k)[0], n) for k, n in mix.items()])
 
-# %% ../../nbs/23_train.bases.ipynb #e5723a31
+# %% ../../nbs/23_train.bases.ipynb #ac3cdcc5
 @torch.no_grad()
 def init_cell_embeddings(model, tokenizer) -> None:
     "Start each cell word's input embedding at the sum of its colour word's and its kind word's (`red-circle` = `red` + `circle`)."
@@ -156,11 +156,12 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, steps: int, rng, grou
 STAGE0_MIX = {"caption": 1, "conv": 1, "detail": 1, "complex": 1, "short": 4}
 
 def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int = 1000, batch_size: int = 64, lr: float = 1e-3,
-                 hidden: int = 128, layers: int = 4, template: str = "vicuna_v1", seed: int = 0, progress: bool = True,
+                 hidden: int = 128, layers: int = 2, template: str = "vicuna_v1", seed: int = 0, progress: bool = True,
                  compositional_init: bool = True,  # start each cell word's embedding at its colour's plus its kind's
                  mix: dict[str, int] = STAGE0_MIX,  # how often each kind of sample is drawn
                  tie_embeddings: bool = False,  # share input and output embeddings
-                 embedding_scale: float = 8.0,  # start the input embeddings this many times larger than LLaMA's initialisation
+                 initializer_range: float = 0.05,  # std of the weights at the start (LLaMA's default is 0.02)
+                 embedding_std: float = 0.16,  # std of the input embeddings at the start
                  position: int = 0,  # line of the progress bar (when several phases train side by side)
                 ) -> dict:
     "Train a small LLaMA on the world's samples with scenes as cell words; save it with the tokenizer. Returns the loss history."
@@ -169,9 +170,9 @@ def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int =
     data = Stage0Dataset(world, tokenizer, template)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=int(hidden * 8 / 3) // 8 * 8, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
-                         tie_word_embeddings=tie_embeddings, rms_norm_eps=1e-5)
+                         tie_word_embeddings=tie_embeddings, rms_norm_eps=1e-5, initializer_range=initializer_range)
     model = LlamaForCausalLM(config).train()
-    with torch.no_grad(): model.get_input_embeddings().weight.mul_(embedding_scale)
+    with torch.no_grad(): model.get_input_embeddings().weight.normal_(0.0, embedding_std)
     if compositional_init: init_cell_embeddings(model, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
