@@ -14,11 +14,9 @@ import httpx
 import pytest
 
 from llava_nb.serve.controller import free_port
+from llava_nb.testing import CHROMIUM, launch_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SHOTS = ROOT / "test_artifacts" / "jupyterlab"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
@@ -87,7 +85,7 @@ def test_chat_widget_answers_in_jupyterlab(lab):
     SHOTS.mkdir(parents=True, exist_ok=True)
     blocked = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url)
                    else (blocked.append(route.request.url), route.abort()))
