@@ -20,7 +20,7 @@ from .toyworld import IMAGE_SIZE
 # %% auto #0
 __all__ = ['markdown_table', 'throughput', 'plot_losses', 'plot_samples', 'write_report']
 
-# %% ../nbs/91_quickstart_report.ipynb #e2e3c691
+# %% ../nbs/91_quickstart_report.ipynb #3df1f587
 def markdown_table(df: pd.DataFrame) -> str:
     "A DataFrame as a Markdown table (index included)."
     cols = [df.index.name or ""] + [str(c) for c in df.columns]
@@ -37,8 +37,9 @@ def _mean_length(world: Path, name: str, template: str, n: int = 200, image_rows
 
 def throughput(results: dict, world: Path, sizes: dict, peak: float) -> pd.DataFrame:
     "Estimated training FLOP/s of each stage, and its fraction of the measured matmul peak."
-    lm_params = results["lm"]["parameters"]
-    lm_flops = 6 * lm_params * results["lm"]["tokens"]
+    lm, lm_params = results["lm"], results["lm"]["parameters"]
+    head = lm.get("head_parameters", 0)  # stage 0 runs the output layer only on answer tokens
+    lm_flops = 6 * (lm_params - head) * lm["tokens"] + 6 * head * lm.get("answer_tokens", 0)
     rows = {"stage 0: CLIP (one core)": results["clip"]["flops"] / results["clip"]["seconds"],
             "stage 0: LM (one core)": lm_flops / results["lm"]["seconds"],
             "stage 0: both, side by side": (results["clip"]["flops"] + lm_flops) / max(results["clip"]["seconds"], results["lm"]["seconds"])}
