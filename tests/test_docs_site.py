@@ -95,28 +95,31 @@ def test_api_page(site, browser):
     page.close()
 
 
+def open_dashboard(browser, site: str, name: str):
+    "A dashboard page scrolled to its first saved figure, with a screenshot; returns (page, number of figures, visible text)."
+    page = open_page(browser, site, f"{name}.html", [])
+    figures = page.locator("img[src^='data:image/png']")
+    figures.first.scroll_into_view_if_needed()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+    return page, figures.count(), visible_text(page)
+
+
 def test_dashboard_page_shows_saved_figures(site, browser):
     "A dashboard page keeps the notebook's saved outputs: the attention figures as images."
-    blocked = []
-    page = open_page(browser, site, "viz.attention.html", blocked)
-    page.locator("img[src^='data:image/png']").first.scroll_into_view_if_needed()
-    page.screenshot(path=str(SHOTS / "viz.attention.png"), full_page=False)
-    assert page.locator("img[src^='data:image/png']").count() >= 2
-    assert "image_rows" in visible_text(page)
+    page, n_figures, text = open_dashboard(browser, site, "viz.attention")
+    assert n_figures >= 2
+    assert "image_rows" in text
     page.close()
-
 
 
 def test_scores_page_shows_static_rendering(site, browser):
     "The review-score dashboard's page shows its static rendering (bar chart and table) and the drill-down API."
-    blocked = []
-    page = open_page(browser, site, "viz.scores.html", blocked)
-    page.locator("img[src^='data:image/png']").first.scroll_into_view_if_needed()
-    page.screenshot(path=str(SHOTS / "viz.scores.png"), full_page=False)
-    assert page.locator("img[src^='data:image/png']").count() >= 1
-    text = visible_text(page)
+    page, n_figures, text = open_dashboard(browser, site, "viz.scores")
+    assert n_figures >= 1
     assert "render_scores" in text and "ScoresDashboard" in text and "drilldown" in text
     page.close()
+
 
 def _build_docs_module():
     import importlib.util
