@@ -20,7 +20,7 @@ from . import model_vqa
 from .eval_gpt_review_visual import llava_bench_path, review, review_jobs
 from .jsonl import read_jsonl
 from .summarize_gpt_review import summarize
-from ..toyworld import EXACT_SUFFIX, Scene, Shape, ask, scene_rng
+from ..toyworld import EXACT_SUFFIX, Scene, ask, scene_rng
 
 # %% auto #0
 __all__ = ['normalize_answer', 'build_prompt', 'answer_questions', 'accuracy_table', 'exact_questions', 'run_toybench',
@@ -67,8 +67,7 @@ def exact_questions(world: str | Path, split: str = "test") -> list[dict]:
     seed = json.loads((world / "world.json").read_text())["seed"]
     questions = []
     for i, row in enumerate(read_jsonl(world / "scenes_train.jsonl", required=("image", "scene"))):
-        s = row["scene"]
-        scene = Scene(s["id"], [Shape(**sh) for sh in s["shapes"]], s["background"])
+        scene = Scene.from_dict(row["scene"])
         for qa in ask(scene, scene_rng(seed + 11, "train", i)):
             questions.append({"question_id": len(questions), "image": row["image"], "text": qa.question + EXACT_SUFFIX,
                               "category": qa.type, "answer": qa.answer})

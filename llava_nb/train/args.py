@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,8 @@ def adapt_to_machine(args: TrainingArguments, cuda: bool | None = None) -> list[
         config = args.fsdp_config if isinstance(args.fsdp_config, dict) else {}
         args.fsdp_config = {**config, "transformer_layer_cls_to_wrap": [args.fsdp_transformer_layer_cls_to_wrap]}
     if not cuda:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not args.use_cpu:
+            args.use_cpu = True  # accelerate makes processes data-parallel on CPUs (gloo) only when told they are CPU processes
         if args.bf16 or args.fp16:
             _note(notes, f"--{'bf16' if args.bf16 else 'fp16'} asks for half precision, which needs a GPU here: training in fp32")
             args.bf16 = args.fp16 = False
