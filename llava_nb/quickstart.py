@@ -32,7 +32,7 @@ from .train.bases import train_toy_clip, train_toy_lm, train_toy_tokenizer
 # %% auto #0
 __all__ = ['SIZES', 'stage1_command', 'stage2_command', 'Phases', 'run_stage', 'matmul_peak', 'run_quickstart', 'main']
 
-# %% ../nbs/90_quickstart.ipynb #3e38dc23
+# %% ../nbs/90_quickstart.ipynb #a454e414
 SIZES = {
     "tiny": dict(n_train=300, n_test=60, clip_steps=20, clip_batch=32, lm_steps=40, lm_batch=16, lm_lr=2e-3, s1_steps=10, s1_batch=16, s2_steps=30, batch=16, save_steps=10, nproc=2),
     "default": dict(n_train=10_000, n_test=500, clip_steps=240, clip_batch=128, lm_steps=2400, lm_batch=8, lm_lr=1e-3, s1_steps=350, s1_batch=32, s2_steps=800, batch=16, save_steps=100, nproc=2),
@@ -58,35 +58,38 @@ def stage2_command(world: Path, bases: Path, stage1: Path, out: Path, s: dict, s
             f"--pretrain_mm_mlp_adapter {stage1 / 'mm_projector.bin'} --group_by_modality_length True --output_dir {out} "
             f"--num_train_epochs 1 --max_steps {s['s2_steps']} --learning_rate 5e-4 " + _stage_flags(world, bases, s, seed, s["batch"]))
 
-# %% ../nbs/90_quickstart.ipynb #9ce71b9e
+# %% ../nbs/90_quickstart.ipynb #57892f17
 class Phases:
     "Run named phases once each, keeping their results in `out/.phases/<name>.json`."
     def __init__(self, out: Path): self.dir = out / ".phases"; self.dir.mkdir(parents=True, exist_ok=True)
-    def run(self, name: str, fn) -> dict:
+    def done(self, name: str) -> dict | None:
+        "The saved result of phase `name` if it finished in an earlier run."
         marker = self.dir / f"{name}.json"
-        if marker.exists(): print(f"[quickstart] {name}: done before, skipped"); return json.loads(marker.read_text())
-        print(f"[quickstart] {name} ..."); start = time.time()
-        result = fn() or {}
-        result.setdefault("seconds", round(time.time() - start, 1))
-        marker.write_text(json.dumps(result))
+        if not marker.exists(): return None
+        print(f"[quickstart] {name}: done before, skipped")
+        return json.loads(marker.read_text())
+
+    def finish(self, name: str, result: dict) -> dict:
+        (self.dir / f"{name}.json").write_text(json.dumps(result))
         print(f"[quickstart] {name}: {result['seconds']:.0f} s")
         return result
 
+    def run(self, name: str, fn) -> dict:
+        if (result := self.done(name)) is not None: return result
+        print(f"[quickstart] {name} ..."); start = time.time()
+        result = fn() or {}
+        result.setdefault("seconds", round(time.time() - start, 1))
+        return self.finish(name, result)
+
     def run_side_by_side(self, jobs: dict[str, tuple]) -> dict[str, dict]:
         "Run phases `{name: (fn, *args)}` at once, one process and one math thread each; finished ones are skipped."
-        results, todo = {}, {}
-        for name, job in jobs.items():
-            marker = self.dir / f"{name}.json"
-            if marker.exists(): print(f"[quickstart] {name}: done before, skipped"); results[name] = json.loads(marker.read_text())
-            else: todo[name] = job
+        results = {name: result for name in jobs if (result := self.done(name)) is not None}
+        todo = {name: job for name, job in jobs.items() if name not in results}
         if todo:
             print(f"[quickstart] {' and '.join(todo)}, side by side ...")
             with ProcessPoolExecutor(len(todo), mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)) as pool:
                 futures = {name: pool.submit(*job) for name, job in todo.items()}
-                for name, future in futures.items():
-                    results[name] = future.result()
-                    (self.dir / f"{name}.json").write_text(json.dumps(results[name]))
-                    print(f"[quickstart] {name}: {results[name]['seconds']:.0f} s")
+                for name, future in futures.items(): results[name] = self.finish(name, future.result())
         return results
 
 def run_stage(command: str, out: Path, nproc: int = 2) -> dict:

@@ -60,7 +60,7 @@ def normalize_pixels(images: torch.Tensor) -> torch.Tensor:
     mean, std = torch.tensor(CLIP_MEAN)[:, None, None], torch.tensor(CLIP_STD)[:, None, None]
     return (images.float() / 255 - mean) / std
 
-# %% ../../nbs/23_train.bases.ipynb #7f37249a
+# %% ../../nbs/23_train.bases.ipynb #b6728b82
 def train_toy_clip(world: str | Path, tokenizer, out_dir: str | Path, steps: int = 300, batch_size: int = 128, lr: float = 5e-4,
                    width: int = 128, layers: int = 4, seed: int = 0, progress: bool = True, position: int = 0,
                    hard_negatives: bool = True,  # contrast each image also against a caption of its scene with one thing changed (`caption_pair`)
@@ -70,9 +70,9 @@ def train_toy_clip(world: str | Path, tokenizer, out_dir: str | Path, steps: int
     set_seed(seed)
     images, anns = load_split_images(world)
     eot, size = len(tokenizer), images.shape[-1]
-    scenes = [Scene.from_dict(json.loads(l)["scene"]) for l in open(world / "scenes_train.jsonl")]  # in the annotations' order
     encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids[:62] + [eot]
-    captions = [[encode(c) for c in a["captions"]] for a in anns]
+    if hard_negatives: scenes = [Scene.from_dict(json.loads(l)["scene"]) for l in open(world / "scenes_train.jsonl")]  # in the annotations' order
+    else: captions = [[encode(c) for c in a["captions"]] for a in anns]
     config = CLIPConfig(text_config=dict(vocab_size=eot + 1, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2,
                                          num_attention_heads=4, max_position_embeddings=64, eos_token_id=eot, bos_token_id=1, pad_token_id=0),
                         vision_config=dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers, num_attention_heads=4,
