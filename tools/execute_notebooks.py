@@ -19,6 +19,11 @@ def _skip(cell) -> bool:
                for line in cell.source.splitlines()[:5])
 
 
+def _script_entry(cell) -> bool:
+    "The `if __name__ == \"__main__\": main()` line of a script module: in a kernel `__name__` is `__main__` too, so it would parse the kernel's argv."
+    return 'if __name__ == "__main__"' in cell.source
+
+
 def execute(path: Path, run_all: bool = False) -> None:
     nb = read_nb(path)
     cwd = os.getcwd()
@@ -26,7 +31,7 @@ def execute(path: Path, run_all: bool = False) -> None:
     try:
         shell = CaptureShell(path)
         for cell in nb.cells:
-            if cell.cell_type != "code" or (_skip(cell) and not run_all): continue
+            if cell.cell_type != "code" or (_skip(cell) and not run_all) or _script_entry(cell): continue
             shell.cell(cell)
             if shell.exc: raise RuntimeError(f"{path.name}: cell failed:\n{cell.source}") from shell.exc
     finally: os.chdir(cwd)

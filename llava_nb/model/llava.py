@@ -241,7 +241,10 @@ def initialize_vision_modules(self: LlavaMetaForCausalLM, vision_tower: str | Pa
                               image_aspect_ratio: str = "square", **config_extra) -> None:
     "Attach a vision tower and projector to this LM and record them in its config (the reference's method)."
     cfg = self.config
-    cfg.mm_vision_tower, cfg.mm_vision_select_layer, cfg.mm_vision_select_feature = str(vision_tower), mm_vision_select_layer, mm_vision_select_feature
+    local = Path(vision_tower).expanduser()
+    # a local folder is recorded as an absolute path, so the checkpoint loads from any working directory (notebooks run from nbs/)
+    cfg.mm_vision_tower = str(local.resolve()) if local.exists() else str(vision_tower)
+    cfg.mm_vision_select_layer, cfg.mm_vision_select_feature = mm_vision_select_layer, mm_vision_select_feature
     cfg.mm_projector_type, cfg.image_aspect_ratio = mm_projector_type, image_aspect_ratio
     for k, v in config_extra.items(): setattr(cfg, k, v)
     tower = CLIPVisionTower(vision_tower, mm_vision_select_layer, mm_vision_select_feature)
