@@ -17,7 +17,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFo
 from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, IGNORE_INDEX,
                            IMAGE_TOKEN_INDEX)
 from .projector import build_vision_projector
-from .vision_tower import CLIPVisionTower, build_vision_tower
+from .vision_tower import CLIPVisionTower, build_vision_tower, resolve_vision_tower_path
 
 # %% auto #0
 __all__ = ['LlavaConfig', 'LLAVA_CLASSES', 'image_slots', 'assign_images', 'splice_sequence', 'pad_spliced',
@@ -241,9 +241,7 @@ def initialize_vision_modules(self: LlavaMetaForCausalLM, vision_tower: str | Pa
                               image_aspect_ratio: str = "square", **config_extra) -> None:
     "Attach a vision tower and projector to this LM and record them in its config (the reference's method)."
     cfg = self.config
-    local = Path(vision_tower).expanduser()
-    # a local folder is recorded as an absolute path, so the checkpoint loads from any working directory (notebooks run from nbs/)
-    cfg.mm_vision_tower = str(local.resolve()) if local.exists() else str(vision_tower)
+    cfg.mm_vision_tower = resolve_vision_tower_path(str(vision_tower))  # a local folder recorded absolute: the checkpoint loads from any directory
     cfg.mm_vision_select_layer, cfg.mm_vision_select_feature = mm_vision_select_layer, mm_vision_select_feature
     cfg.mm_projector_type, cfg.image_aspect_ratio = mm_projector_type, image_aspect_ratio
     for k, v in config_extra.items(): setattr(cfg, k, v)

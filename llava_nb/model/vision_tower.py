@@ -98,10 +98,10 @@ class CLIPVisionTower(nn.Module):
 
 # %% ../../nbs/04_model.vision_tower.ipynb #c88e754e
 def resolve_vision_tower_path(name: str, base_dir: str | Path | None = None) -> str:
-    "`name` as given if it is a local folder or looks like a hub name; else relative to `base_dir` when that exists."
+    "A local folder as an absolute path (valid from any working directory), found as given or else relative to `base_dir`; anything else is a hub name, returned as given."
     path = Path(name).expanduser()
-    if path.exists(): return str(path)
-    if base_dir is not None and (Path(base_dir) / name).exists(): return str(Path(base_dir) / name)
+    if path.exists(): return str(path.resolve())
+    if base_dir is not None and (Path(base_dir) / name).exists(): return str((Path(base_dir) / name).resolve())
     return name  # a hub name
 
 def build_vision_tower(config,  # a LLaVA config (mm_vision_tower, mm_vision_select_layer, mm_vision_select_feature)
