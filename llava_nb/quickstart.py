@@ -35,10 +35,9 @@ __all__ = ['SIZES', 'stage1_command', 'stage2_command', 'Phases', 'run_stage', '
 # %% ../nbs/90_quickstart.ipynb #a454e414
 SIZES = {
     "tiny": dict(n_train=300, n_test=60, clip_steps=20, clip_batch=32, lm_steps=40, lm_batch=16, lm_lr=2e-3, s1_steps=10, s1_batch=16, s2_steps=30, batch=16, save_steps=10, nproc=2),
-    "default": dict(n_train=10_000, n_test=500, clip_steps=240, clip_batch=128, lm_steps=2400, lm_batch=8, lm_lr=1e-3, s1_steps=350, s1_batch=32, s2_steps=800, batch=16, save_steps=100, nproc=2),
+    "default": dict(n_train=10_000, n_test=500, clip_steps=520, clip_batch=128, lm_steps=4200, lm_batch=8, lm_lr=1e-3, s1_steps=350, s1_batch=32, s2_steps=1400, batch=16, save_steps=100, nproc=2),
 }
-# the toy LM is compute-bound: alone (scenes given as cell words) it answers 74% after 240 s and 90% after 900 s of training
-SIZES["large"] = {**SIZES["default"], "lm_steps": 7500, "clip_steps": 480, "s2_steps": 1200}  # the CLIP still finishes first on its core
+SIZES["large"] = {**SIZES["default"], "lm_steps": 8400, "clip_steps": 1040, "s2_steps": 2800}  # twice the default's training steps
 
 def _stage_flags(world: Path, bases: Path, s: dict, seed: int, batch: int) -> str:
     "The flags the seed README's commands share (precision, schedule, logging), with toy paths and sizes."

@@ -42,6 +42,7 @@ def train_llama_tokenizer(out_dir: str | Path,  # folder to write tokenizer.mode
                           texts: Iterable[str] | None = None,  # training text (default: `default_corpus()`)
                           vocab_size: int = 512,  # total vocabulary, including the 3 specials and 256 byte tokens
                           model_max_length: int = 2048,
+                          **spm_options,  # more `SentencePieceTrainer` options (e.g. `split_by_whitespace=False`: pieces may span words)
                          ) -> "transformers.PreTrainedTokenizerBase":
     "Train a LLaMA-style sentencepiece BPE tokenizer (byte fallback, `▁` prefix, unk 0 / bos 1 / eos 2) and load it as `LlamaTokenizer`."
     import sentencepiece as spm
@@ -51,7 +52,7 @@ def train_llama_tokenizer(out_dir: str | Path,  # folder to write tokenizer.mode
         sentence_iterator=iter(list(texts or default_corpus())), model_writer=model, model_type="bpe",
         vocab_size=vocab_size, byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
         character_coverage=1.0, split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False,
-        normalization_rule_name="identity", allow_whitespace_only_pieces=True, minloglevel=2)
+        normalization_rule_name="identity", allow_whitespace_only_pieces=True, minloglevel=2, **spm_options)
     (out_dir / "tokenizer.model").write_bytes(model.getvalue())
     config = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
               "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None, "legacy": False,

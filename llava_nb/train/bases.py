@@ -24,9 +24,9 @@ from ..tiny import CLIPProcessorPIL, default_corpus, train_llama_tokenizer
 from ..toyworld import COLORS, COLS, GRID, KINDS, ROWS, Scene, caption_pair
 
 # %% auto #0
-__all__ = ['CELL_WORDS', 'STAGE0_MIX', 'toy_corpus', 'train_toy_tokenizer', 'load_split_images', 'normalize_pixels',
-           'train_toy_clip', 'cell_ids', 'stage0_sample', 'Stage0Dataset', 'init_cell_embeddings', 'position_codes',
-           'embed_scene_words', 'bucketed_batches', 'answer_loss', 'train_toy_lm']
+__all__ = ['CELL_WORDS', 'PHRASE_PIECES', 'STAGE0_MIX', 'toy_corpus', 'train_toy_tokenizer', 'load_split_images',
+           'normalize_pixels', 'train_toy_clip', 'cell_ids', 'stage0_sample', 'Stage0Dataset', 'init_cell_embeddings',
+           'position_codes', 'embed_scene_words', 'bucketed_batches', 'answer_loss', 'train_toy_lm']
 
 # %% ../../nbs/23_train.bases.ipynb #3fdec711
 CELL_WORDS = ["empty"] + [f"{c}-{k}" for c in COLORS for k in KINDS]
@@ -41,9 +41,14 @@ def toy_corpus(world: str | Path) -> list[str]:
     texts += [conv_templates["vicuna_v1"].system] * 200
     return texts
 
-def train_toy_tokenizer(world: str | Path, out_dir: str | Path, vocab_size: int = 1000):
+PHRASE_PIECES = dict(split_by_whitespace=False, split_by_unicode_script=False, max_sentencepiece_length=128)
+
+def train_toy_tokenizer(world: str | Path, out_dir: str | Path, vocab_size: int = 4000,
+                        phrases: bool = True,  # let pieces span words and punctuation (`PHRASE_PIECES`): the world's fixed phrases become single tokens
+                       ):
     "A LLaMA-style tokenizer of the world's text, with one token per cell word."
-    tokenizer = train_llama_tokenizer(out_dir, toy_corpus(world), vocab_size=vocab_size)
+    options = dict(PHRASE_PIECES, hard_vocab_limit=False) if phrases else {}  # a small world may not fill `vocab_size`
+    tokenizer = train_llama_tokenizer(out_dir, toy_corpus(world), vocab_size=vocab_size, **options)
     tokenizer.add_tokens(CELL_WORDS)
     tokenizer.save_pretrained(out_dir)
     return tokenizer
