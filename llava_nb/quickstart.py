@@ -157,7 +157,7 @@ def _evaluate(out: Path, world: Path) -> dict:
 # %% ../nbs/90_quickstart.ipynb #a78415d1
 @call_parse
 def main(out: str = "runs/quickstart",  # folder for the world, the checkpoints and the report
-         size: str = "default",  # 'default' (the README's run, about 10 minutes), 'large' (a longer-trained LM, about 20 minutes) or 'tiny' (a smoke test, about a minute)
+         size: str = "default",  # 'default' (the README's run, about 10 minutes), 'large' (twice the training steps, about 20 minutes) or 'tiny' (a smoke test, about a minute)
          seed: int = 0,  # seed of the world and of every training run
         ):
     "Train a small LLaVA on the toy world end to end on this machine and write a report (`llava_quickstart`)."
