@@ -245,7 +245,7 @@ def initialize_vision_modules(self: LlavaMetaForCausalLM, vision_tower: str | Pa
     cfg.mm_vision_select_layer, cfg.mm_vision_select_feature = mm_vision_select_layer, mm_vision_select_feature
     cfg.mm_projector_type, cfg.image_aspect_ratio = mm_projector_type, image_aspect_ratio
     for k, v in config_extra.items(): setattr(cfg, k, v)
-    tower = CLIPVisionTower(vision_tower, mm_vision_select_layer, mm_vision_select_feature)
+    tower = CLIPVisionTower(cfg.mm_vision_tower, mm_vision_select_layer, mm_vision_select_feature)
     cfg.mm_hidden_size, cfg.use_mm_proj = tower.hidden_size, True
     self.model.vision_tower = tower.to(self.device)
     self.model.mm_projector = build_vision_projector(cfg).to(device=self.device, dtype=self.dtype)
