@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from ..toyworld import COLORS, COLS, GRID, KINDS, ROWS, Scene, caption_pair
 
 # %% auto #0
 __all__ = ['CELL_WORDS', 'PHRASE_PIECES', 'STAGE0_MIX', 'toy_corpus', 'train_toy_tokenizer', 'load_split_images',
-           'normalize_pixels', 'train_toy_clip', 'cell_ids', 'stage0_sample', 'Stage0Dataset', 'init_cell_embeddings',
-           'position_codes', 'embed_scene_words', 'bucketed_batches', 'answer_loss', 'train_toy_lm']
+           'normalize_pixels', 'train_toy_clip', 'cell_ids', 'stage0_sample', 'Stage0Dataset',
+           'init_composed_embeddings', 'position_codes', 'embed_scene_words', 'bucketed_batches', 'answer_loss',
+           'train_toy_lm']
 
 # %% ../../nbs/23_train.bases.ipynb #3fdec711
 CELL_WORDS = ["empty"] + [f"{c}-{k}" for c in COLORS for k in KINDS]
@@ -146,14 +148,15 @@ class Stage0Dataset(torch.utils.data.Dataset):
 
 # %% ../../nbs/23_train.bases.ipynb #5690ea4c
 @torch.no_grad()
-def init_cell_embeddings(model, tokenizer) -> None:
-    "Start each cell word's input embedding at the sum of its colour word's and its kind word's (`red-circle` = `red` + `circle`)."
-    emb = model.get_input_embeddings().weight
-    for word in CELL_WORDS[1:]:
-        color, kind = word.split("-")
-        parts = [tokenizer.convert_tokens_to_ids("\u2581" + w) for w in (color, kind)]
-        if tokenizer.unk_token_id in parts: continue  # a word the tokenizer splits: keep the random start
-        emb[tokenizer.convert_tokens_to_ids(word)] = emb[parts[0]] + emb[parts[1]]
+def init_composed_embeddings(model, tokenizer) -> None:
+    "Start each entry made of several words (a phrase piece, a cell word) at the sum of its words' embeddings over the square root of their number: `red-circle` = (`red` + `circle`) / sqrt 2."
+    emb, vocab = model.get_input_embeddings().weight, tokenizer.get_vocab()
+    words = emb.clone()
+    for piece, i in vocab.items():
+        parts = re.findall(r"[A-Za-z]+", piece)
+        ids = [j for w in parts if (j := vocab.get("\u2581" + w)) is not None]
+        if len(parts) < 2 or not ids: continue  # one word, or none of its words is a token: keep the random start
+        emb[i] = words[ids].sum(0) / len(ids) ** 0.5
 
 def position_codes(model, tokenizer) -> torch.Tensor:
     "(9, hidden): each grid cell's row word embedding plus its column word's (`top` + `left`), from the model's own input embeddings."
@@ -195,7 +198,7 @@ def answer_loss(model, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
 
 def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int = 1000, batch_size: int = 64, lr: float = 1e-3,
                  hidden: int = 128, layers: int = 2, template: str = "vicuna_v1", seed: int = 0, progress: bool = True,
-                 compositional_init: bool = True,  # start each cell word's embedding at its colour's plus its kind's
+                 compositional_init: bool = True,  # start phrase pieces and cell words from their words' embeddings (`init_composed_embeddings`)
                  mix: dict[str, int] = STAGE0_MIX,  # how often each kind of sample is drawn
                  tie_embeddings: bool = False,  # share input and output embeddings
                  initializer_range: float = 0.05,  # std of the weights at the start (LLaMA's default is 0.02)
@@ -212,7 +215,7 @@ def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int =
                          tie_word_embeddings=tie_embeddings, rms_norm_eps=1e-5, initializer_range=initializer_range)
     model = LlamaForCausalLM(config).train()
     with torch.no_grad(): model.get_input_embeddings().weight.normal_(0.0, embedding_std)
-    if compositional_init: init_cell_embeddings(model, tokenizer)
+    if compositional_init: init_composed_embeddings(model, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 20), steps)
     collate, rng, losses, tokens, answers, start = DataCollatorForSupervisedDataset(tokenizer), np.random.default_rng(seed), [], 0, 0, time.time()
