@@ -54,10 +54,10 @@ def stage1_command(world: Path, bases: Path, out: Path, s: dict, seed: int) -> s
             f"--output_dir {out} --num_train_epochs 1 --max_steps {s['s1_steps']} --learning_rate 2e-3 " + _stage_flags(world, bases, s, seed, s["s1_batch"]))
 
 def stage2_command(world: Path, bases: Path, stage1: Path, out: Path, s: dict, seed: int) -> str:
-    "Stage 2 (visual instruction tuning): the seed's fine-tuning command on the toy world."
+    "Stage 2 (visual instruction tuning): the seed's fine-tuning command on the toy world, the projector at 4x the LM's learning rate (`--mm_projector_lr`)."
     return (f"--model_name_or_path {bases / 'lm'} --version v1 --data_path {world / 'instruct.json'} "
             f"--pretrain_mm_mlp_adapter {stage1 / 'mm_projector.bin'} --group_by_modality_length True --output_dir {out} "
-            f"--num_train_epochs 1 --max_steps {s['s2_steps']} --learning_rate 5e-4 " + _stage_flags(world, bases, s, seed, s["batch"]))
+            f"--num_train_epochs 1 --max_steps {s['s2_steps']} --learning_rate 5e-4 --mm_projector_lr 2e-3 " + _stage_flags(world, bases, s, seed, s["batch"]))
 
 # %% ../nbs/90_quickstart.ipynb #57892f17
 class Phases:
