@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #6cd5e977
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import io
@@ -21,8 +22,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ['IGNORE_INDEX', 'IMAGE_TOKEN_INDEX', 'DEFAULT_IMAGE_TOKEN', 'DEFAULT_IMAGE_PATCH_TOKEN', 'DEFAULT_IM_START_TOKEN',
            'DEFAULT_IM_END_TOKEN', 'IMAGE_PLACEHOLDER', 'CONTROLLER_HEART_BEAT_EXPIRATION',
            'WORKER_HEART_BEAT_INTERVAL', 'CLIP_MEAN', 'CLIP_STD', 'PAD_COLOR', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS',
-           'set_seed', 'default_device', 'default_dtype', 'ImageLoadError', 'describe_source', 'decode_image',
-           'load_image', 'load_images', 'image_to_base64', 'expand2square']
+           'set_seed', 'flag_spellings', 'ArgumentParser', 'default_device', 'default_dtype', 'ImageLoadError',
+           'describe_source', 'decode_image', 'load_image', 'load_images', 'image_to_base64', 'expand2square']
 
 # %% ../nbs/00_core.ipynb #eda15f5f
 IGNORE_INDEX = -100  # label the loss skips (PyTorch's cross-entropy default)
@@ -48,6 +49,20 @@ def set_seed(seed: int,  # the seed for `random`, NumPy and PyTorch (CPU and all
     "Seed every random number generator LLaVA touches, through `transformers.set_seed`."
     from transformers import set_seed as hf_set_seed
     hf_set_seed(seed, deterministic=deterministic)
+
+# %% ../nbs/00_core.ipynb #d77459dd
+def flag_spellings(flag: str) -> list[str]:
+    "`flag` and its other spelling: `--n_train` <-> `--n-train` (long flags only; `-h` and positionals as they are)."
+    if not flag.startswith("--"): return [flag]
+    name = flag[2:]
+    other = "--" + (name.replace("_", "-") if "_" in name else name.replace("-", "_"))
+    return [flag] if other == flag else [flag, other]
+
+class ArgumentParser(argparse.ArgumentParser):
+    "`argparse.ArgumentParser` whose long flags are accepted with hyphens or underscores alike."
+    def add_argument(self, *names, **kwargs):
+        spelled = [s for name in names for s in flag_spellings(name)]
+        return super().add_argument(*dict.fromkeys(spelled), **kwargs)
 
 # %% ../nbs/00_core.ipynb #69ff7e67
 def default_device(device: str | torch.device | None = None,  # 'cuda', 'cuda:1', 'mps', 'cpu', or None for the best available

@@ -5,10 +5,12 @@
 # %% ../nbs/90_quickstart.ipynb #29f9a473
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import multiprocessing
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -17,12 +19,13 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 import torch
-from fastcore.script import call_parse
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .core import set_seed
+from .core import ArgumentParser, set_seed
 from .eval.toybench import run_toybench
 from .model.builder import load_pretrained_model
 from .serve.controller import free_port
@@ -30,7 +33,8 @@ from .toyworld import write_world
 from .train.bases import train_toy_clip, train_toy_lm, train_toy_tokenizer
 
 # %% auto #0
-__all__ = ['SIZES', 'stage1_command', 'stage2_command', 'Phases', 'run_stage', 'matmul_peak', 'run_quickstart', 'main']
+__all__ = ['SIZES', 'stage1_command', 'stage2_command', 'phase_summary', 'Phases', 'run_stage', 'matmul_peak', 'run_quickstart',
+           'main', 'final_words']
 
 # %% ../nbs/90_quickstart.ipynb #a454e414
 SIZES = {
@@ -60,6 +64,20 @@ def stage2_command(world: Path, bases: Path, stage1: Path, out: Path, s: dict, s
             f"--num_train_epochs 1 --max_steps {s['s2_steps']} --learning_rate 5e-4 --mm_projector_lr 2e-3 " + _stage_flags(world, bases, s, seed, s["batch"]))
 
 # %% ../nbs/90_quickstart.ipynb #57892f17
+def phase_summary(result: dict) -> list[str]:
+    "What a finished phase's one line says besides its time: scenes, vocabulary, steps and loss, or accuracy."
+    parts = []
+    if m := result.get("manifest"): parts.append(f"{m['n_train']:,} training and {m['n_test']:,} held-out scenes")
+    if "vocab" in result: parts.append(f"vocabulary {result['vocab']:,}")
+    if losses := [l[1] if isinstance(l, list) else l for l in result.get("losses", [])]:
+        tail = losses[-max(1, len(losses) // 10):]  # the last tenth, averaged: one step's loss is noisy
+        parts.append(f"{result.get('steps', len(losses))} steps, loss {losses[0]:.2f} -> {sum(tail) / len(tail):.2f}")
+    if "accuracy" in result:
+        overall = {r["category"]: r["accuracy"] for r in result["accuracy"]}["overall"]
+        blank = {r["category"]: r["accuracy"] for r in result["blank"]}["overall"]
+        parts.append(f"held-out accuracy {overall}% ({blank}% with the image blanked)")
+    return parts
+
 class Phases:
     "Run named phases once each, keeping their results in `out/.phases/<name>.json`."
     def __init__(self, out: Path): self.dir = out / ".phases"; self.dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +90,7 @@ class Phases:
 
     def finish(self, name: str, result: dict) -> dict:
         (self.dir / f"{name}.json").write_text(json.dumps(result))
-        print(f"[quickstart] {name}: {result['seconds']:.0f} s")
+        print(f"[quickstart] {name}: {result['seconds']:.0f} s" + "".join(f", {part}" for part in phase_summary(result)), flush=True)
         return result
 
     def run(self, name: str, fn) -> dict:
@@ -93,23 +111,49 @@ class Phases:
                 for name, future in futures.items(): results[name] = self.finish(name, future.result())
         return results
 
-def run_stage(command: str, out: Path, nproc: int = 2) -> dict:
-    "Run a training command (the seed's flags) under `torchrun --nproc_per_node nproc` on this machine; its losses and steps."
+_TRAINER_BAR = re.compile(r"^\s*\d+%\|[^|]*\|\s*(\d+)/(\d+) \[")  # the Trainer's own progress bar (it has no description)
+
+def run_stage(command: str, out: Path, nproc: int = 2, log: Path | None = None, desc: str = "training") -> dict:
+    "Run a training command (the seed's flags) under `torchrun --nproc_per_node nproc`; its losses and steps."
     launcher = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
                 "--master_port", str(free_port())] if nproc > 1 else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([*launcher, "-m", "llava_nb.train.train_mem", *shlex.split(command)], env=env)
-    if proc.returncode != 0: raise RuntimeError(f"training failed (exit {proc.returncode}): llava_train {command}")
+    cmd = [*launcher, "-m", "llava_nb.train.train_mem", *shlex.split(command)]
+    log = log or out.parent / f"{out.name}.log"
+    code = _run_logged(cmd, env, log, desc)
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        raise RuntimeError(f"training failed (exit {code}): llava_train {command}\nlast lines of {log}:\n{tail}")
     logs = json.loads((out / "trainer_state.json").read_text())
     return {"losses": [[h["step"], h["loss"]] for h in logs["log_history"] if "loss" in h], "steps": logs["global_step"]}
 
+def _run_logged(cmd: list[str], env: dict, log: Path, desc: str) -> int:
+    "Run `cmd`, appending all it prints to `log`; the terminal gets one progress bar, moved by the Trainer's. Its exit status."
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f, tqdm(desc=desc, unit="step", dynamic_ncols=True) as bar:
+        f.write(f"$ {shlex.join(cmd)}\n"); f.flush()
+        proc = subprocess.Popen(cmd, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        decoder, pending = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
+        while chunk := proc.stdout.read1(1 << 16):  # tqdm redraws with "\r": read what is there, not whole lines
+            *parts, pending = re.split(r"[\r\n]", pending + decoder.decode(chunk))
+            for part in parts: _log_or_show(part, f, bar)
+        _log_or_show(pending, f, bar)
+        return proc.wait()
+
+def _log_or_show(part: str, log, bar) -> None:
+    if not part.strip(): return
+    if m := _TRAINER_BAR.match(part):
+        bar.total, bar.n = int(m[2]), int(m[1])
+        bar.refresh()
+    else: log.write(part + "\n")  # the Trainer's logging dicts, warnings, tracebacks
+
 def _clip_phase(world: Path, bases: Path, s: dict, seed: int) -> dict:
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
     return train_toy_clip(world, AutoTokenizer.from_pretrained(bases / "tokenizer"), bases / "clip", steps=s["clip_steps"],
                           batch_size=s["clip_batch"], seed=seed, position=0)
 
 def _lm_phase(world: Path, bases: Path, s: dict, seed: int) -> dict:
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
     return train_toy_lm(world, AutoTokenizer.from_pretrained(bases / "tokenizer"), bases / "lm", steps=s["lm_steps"],
                         batch_size=s["lm_batch"], lr=s["lm_lr"], seed=seed, position=1)
 
@@ -132,15 +176,17 @@ def run_quickstart(out: str | Path = "runs/quickstart", size: str = "default", s
     world, bases = out / "world", out / "bases"
     phases = Phases(out)
     set_seed(seed)
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     phases.run("world", lambda: {"manifest": write_world(world, s["n_train"], s["n_test"], seed)})
     phases.run("tokenizer", lambda: {"vocab": len(train_toy_tokenizer(world, bases / "tokenizer"))})
     import llava_nb.quickstart as lib  # the phases by their module path: worker processes import them from there
     stage0 = phases.run_side_by_side({"clip": (lib._clip_phase, world, bases, s, seed), "lm": (lib._lm_phase, world, bases, s, seed)})
     r_clip, r_lm = stage0["clip"], stage0["lm"]
-    r_s1 = phases.run("stage1", lambda: run_stage(stage1_command(world, bases, out / "stage1", s, seed), out / "stage1", s["nproc"]))
-    r_s2 = phases.run("stage2", lambda: run_stage(stage2_command(world, bases, out / "stage1", out / "stage2", s, seed), out / "stage2", s["nproc"]))
+    log = out / "report" / "training_log.txt"  # everything the training processes print: the Trainer's logs, warnings
+    s1, s2 = stage1_command(world, bases, out / "stage1", s, seed), stage2_command(world, bases, out / "stage1", out / "stage2", s, seed)
+    r_s1 = phases.run("stage1", lambda: run_stage(s1, out / "stage1", s["nproc"], log, desc="stage 1"))
+    r_s2 = phases.run("stage2", lambda: run_stage(s2, out / "stage2", s["nproc"], log, desc="stage 2"))
     torch.set_num_threads(1)
     r_eval = phases.run("evaluate", lambda: _evaluate(out, world))
     from llava_nb.quickstart_report import write_report
@@ -155,12 +201,25 @@ def _evaluate(out: Path, world: Path) -> dict:
     return {"accuracy": table.reset_index().to_dict("records"), "blank": blank_table.reset_index().to_dict("records")}
 
 # %% ../nbs/90_quickstart.ipynb #a78415d1
-@call_parse
-def main(out: str = "runs/quickstart",  # folder for the world, the checkpoints and the report
-         size: str = "default",  # 'default' (the README's run, about 10 minutes), 'large' (twice the training steps, about 20 minutes) or 'tiny' (a smoke test, about a minute)
-         seed: int = 0,  # seed of the world and of every training run
-        ):
-    "Train a small LLaVA on the toy world end to end on this machine and write a report (`llava_quickstart`)."
+def main(argv: list[str] | None = None) -> None:
+    "`llava_quickstart`: train a small LLaVA on the toy world end to end on this machine and write a report."
+    p = ArgumentParser(description=main.__doc__)
+    p.add_argument("--out", default="runs/quickstart", help="folder for the world, the checkpoints and the report")
+    p.add_argument("--size", default="default", choices=list(SIZES),
+                   help="'default' (the README's run, about 10 minutes), 'large' (twice the training steps) or 'tiny' (a smoke test, about a minute)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the world and of every training run")
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    summary = run_quickstart(out, size, seed)
-    print(Path(summary["report"]).read_text())
+    summary = run_quickstart(args.out, args.size, args.seed)
+    print(final_words(summary, Path(args.out)))
+
+def final_words(summary: dict, out: Path) -> str:
+    "What the terminal shows at the end: the time, the accuracy table, where the report is, and a first question to ask."
+    table = pd.DataFrame(summary["accuracy"])
+    table.index.name = "question type"
+    image = out / "world" / "images" / "test" / "000000.png"
+    return (f"\nllava_quickstart: done ({summary['total_seconds'] / 60:.1f} min this run). Held-out exact-answer accuracy:\n\n"
+            f"{table.to_string()}\n\n"
+            f"report:   {summary['report']} (loss curves, sample answers, timings, throughput)\n"
+            f"ask it:   python -m llava_nb.eval.run_llava --model-path {out / 'stage2'} --image-file {image} "
+            f"--query \"What colour is the circle?\" --conv-mode vicuna_v1")

@@ -15,10 +15,11 @@ import pandas as pd
 from PIL import Image
 
 from .data.preprocess import PreprocessConfig, preprocess
+from .eval.toybench import normalize_answer
 from .toyworld import IMAGE_SIZE
 
 # %% auto #0
-__all__ = ['markdown_table', 'throughput', 'plot_losses', 'plot_samples', 'write_report']
+__all__ = ['markdown_table', 'throughput', 'smooth', 'plot_losses', 'plot_samples', 'write_report']
 
 # %% ../nbs/91_quickstart_report.ipynb #3df1f587
 def markdown_table(df: pd.DataFrame) -> str:
@@ -53,26 +54,55 @@ def throughput(results: dict, world: Path, sizes: dict, peak: float) -> pd.DataF
     return df
 
 # %% ../nbs/91_quickstart_report.ipynb #331fc3b7
+def smooth(values: list[float], frac: float = 0.05) -> np.ndarray:
+    "A moving average over `frac` of the points (at least 1), centred, shrinking at the ends: the trend under a noisy loss."
+    window = max(1, int(len(values) * frac))
+    return pd.Series(values, dtype=float).rolling(window, center=True, min_periods=1).mean().to_numpy()
+
 def plot_losses(results: dict, path: Path) -> None:
+    "One panel per stage: each logged loss faint, and its moving average over it."
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    series = [("stage 0: CLIP (contrastive)", list(enumerate(results["clip"]["losses"]))), ("stage 0: LM (scenes as words)", list(enumerate(results["lm"]["losses"]))),
-              ("stage 1: projector", results["stage1"]["losses"]), ("stage 2: projector + LM", results["stage2"]["losses"])]
+    series = [("stage 0: CLIP (contrastive)", list(enumerate(results["clip"]["losses"]))),
+              ("stage 0: LM (scenes as words)", list(enumerate(results["lm"]["losses"]))),
+              ("stage 1: projector", results["stage1"]["losses"]),
+              ("stage 2: projector + LM", results["stage2"]["losses"])]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, (title, pts) in zip(axes, series):
-        if pts: ax.plot([p[0] for p in pts], [p[1] for p in pts])
-        ax.set_title(title, fontsize=10); ax.set_xlabel("step"); ax.set_ylabel("loss")
-    fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
+        steps, losses = [p[0] for p in pts], [p[1] for p in pts]
+        if pts:
+            ax.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="logged")
+            ax.plot(steps, smooth(losses), color="tab:blue", linewidth=2, label="moving average")
+        ax.set_title(title, fontsize=11); ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=9)
+    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
-def plot_samples(answers: list[dict], world: Path, path: Path, n: int = 8) -> None:
+def _question(text: str) -> str: return text.splitlines()[0]  # without "Answer the question using a single word or phrase."
+
+def plot_samples(answers: list[dict], world: Path, path: Path, n: int = 8, columns: int = 4) -> None:
+    "Held-out scenes with every question asked about them, the model's answer (green right, red wrong) and the truth."
+    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     images = list(dict.fromkeys(a["image"] for a in answers))[:n]
-    fig, axes = plt.subplots(1, len(images), figsize=(3.3 * len(images), 4.2))
-    for ax, image in zip(np.atleast_1d(axes), images):
+    per_image = max(sum(a["image"] == image for a in answers) for image in images)
+    rows = -(-len(images) // columns)
+    text_height = 0.5 * per_image + 0.4  # inches: two lines per question at 10 pt, and a gap before the next row
+    fig = plt.figure(figsize=(4.2 * columns, rows * (3.6 + text_height)))
+    grid = fig.add_gridspec(2 * rows, columns, height_ratios=[3.6, text_height] * rows, hspace=0.05, wspace=0.08)
+    for k, image in enumerate(images):
+        row, col = divmod(k, columns)
+        ax = fig.add_subplot(grid[2 * row, col])
         ax.imshow(Image.open(world / "images" / image), interpolation="nearest"); ax.set_xticks([]); ax.set_yticks([])
-        qs = [a for a in answers if a["image"] == image]
-        ax.set_xlabel("\n".join(f"{q['text'].splitlines()[0]}\n  model: {q['prediction']}  (truth: {q['answer']})" for q in qs), fontsize=6.5, loc="left")
-    fig.tight_layout(); fig.savefig(path, dpi=80); plt.close(fig)
+        ax.set_title(image, fontsize=9, color="0.4")
+        text = fig.add_subplot(grid[2 * row + 1, col]); text.axis("off")
+        for i, a in enumerate(a for a in answers if a["image"] == image):
+            right = normalize_answer(a["prediction"]) == normalize_answer(a["answer"])
+            y = 1 - i / (per_image + 0.7)  # the last 0.7 of a question's height: a gap before the next row
+            text.text(0, y, _question(a["text"]), fontsize=10, va="top", transform=text.transAxes)
+            verdict = f"model: {a['prediction']}" + ("" if right else f"   (truth: {a['answer']})")
+            text.text(0.04, y - 0.45 / (per_image + 0.7), verdict, fontsize=10, va="top", transform=text.transAxes,
+                      color="tab:green" if right else "tab:red", fontweight="bold")
+    fig.savefig(path, dpi=100, bbox_inches="tight"); plt.close(fig)
 
 # %% ../nbs/91_quickstart_report.ipynb #66328437
 def write_report(out: Path, size: str, seed: int, results: dict, total_seconds: float, peak: float, world: Path) -> dict:
@@ -108,6 +138,9 @@ right without looking (the language prior).
 ![losses](loss_curves.png)
 
 {markdown_table(times)}
+
+Everything the stage-1 and stage-2 training processes printed (the Trainer's logged losses, learning
+rates and gradient norms, warnings) is in `training_log.txt`.
 
 Estimated training throughput against this machine's fp32 matmul peak, measured in the same run
 ({peak / 1e9:.0f} GFLOP/s):

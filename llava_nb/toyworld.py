@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from fastcore.script import call_parse
 from PIL import Image, ImageDraw
 
-from .core import DEFAULT_IMAGE_TOKEN
+from .core import DEFAULT_IMAGE_TOKEN, ArgumentParser
 
 # %% auto #0
 __all__ = ['COLORS', 'KINDS', 'SIZES', 'BACKGROUNDS', 'ROWS', 'COLS', 'IMAGE_SIZE', 'GRID', 'CELL', 'NUMBER_WORDS',
@@ -362,15 +361,20 @@ def write_llava_bench_form(out: Path, scenes: list[Scene], anns: list[dict], see
     return len(questions)
 
 # %% ../nbs/13_toyworld.ipynb #e7061172
-@call_parse
-def main(out: str,  # folder to write the world into
-         n_train: int = 2000,  # training scenes
-         n_test: int = 200,  # held-out scenes
-         seed: int = 0,  # the world's seed
-         bench_scenes: int = 30,  # held-out scenes in the LLaVA-Bench-form set (3 questions each)
-        ):
-    "Write the toy world: images, captions+boxes, stage-1 and stage-2 data, and the held-out benchmarks (`llava_toyworld`)."
-    manifest = write_world(out, n_train, n_test, seed, bench_scenes)
+def main(argv: list[str] | None = None) -> None:
+    "`llava_toyworld --out DIR --n-train N`: write the toy world (images, captions+boxes, stage-1 and stage-2 data, held-out benchmarks)."
+    p = ArgumentParser(description=main.__doc__)
+    p.add_argument("out_dir", nargs="?", metavar="OUT", help="folder to write the world into (or --out)")
+    p.add_argument("--out", help="folder to write the world into")
+    p.add_argument("--n-train", type=int, default=2000, help="training scenes")
+    p.add_argument("--n-test", type=int, default=200, help="held-out scenes")
+    p.add_argument("--seed", type=int, default=0, help="the world's seed")
+    p.add_argument("--bench-scenes", type=int, default=30, help="held-out scenes in the LLaVA-Bench-form set (3 questions each)")
+    args = p.parse_args(argv)
+    out = args.out or args.out_dir
+    if out is None: p.error("give the folder to write into: --out DIR")
+    if args.out and args.out_dir and args.out != args.out_dir: p.error(f"two output folders given: {args.out_dir} and --out {args.out}")
+    manifest = write_world(out, args.n_train, args.n_test, args.seed, args.bench_scenes)
     print(json.dumps(manifest, indent=2))
 
 # %% ../nbs/13_toyworld.ipynb #1bfdc1eb

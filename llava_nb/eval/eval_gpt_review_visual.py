@@ -5,7 +5,6 @@
 # %% ../../nbs/45_eval.eval_gpt_review_visual.ipynb #b793df9f
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import openai
 
+from ..core import ArgumentParser
 from .jsonl import ResumableJsonl, read_jsonl
 
 # %% auto #0
@@ -142,7 +142,7 @@ def review(jobs: list[dict], output: str | Path, client: openai.OpenAI, judge_mo
 # %% ../../nbs/45_eval.eval_gpt_review_visual.ipynb #981c8919
 def main(argv: list[str] | None = None):
     "`python -m llava_nb.eval.eval_gpt_review_visual`: judge two answer files on LLaVA-Bench-style questions."
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = ArgumentParser(description=main.__doc__)
     p.add_argument("-q", "--question", required=True); p.add_argument("-c", "--context", required=True)
     p.add_argument("-a", "--answer-list", nargs="+", default=[], help="reference answers, then the model's")
     p.add_argument("-r", "--rule", default=str(llava_bench_path("rule.json")))

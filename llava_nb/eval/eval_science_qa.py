@@ -5,13 +5,13 @@
 # %% ../../nbs/47_eval.eval_science_qa.ipynb #04039bd9
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from ..core import ArgumentParser
 from .jsonl import read_jsonl
 
 # %% auto #0
@@ -79,7 +79,7 @@ def breakdown(per_problem: pd.DataFrame) -> pd.Series:
 # %% ../../nbs/47_eval.eval_science_qa.ipynb #26789a0f
 def main(argv: list[str] | None = None):
     "`python -m llava_nb.eval.eval_science_qa`: accuracy of a ScienceQA answer file."
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = ArgumentParser(description=main.__doc__)
     p.add_argument("--base-dir", required=True); p.add_argument("--result-file", required=True)
     p.add_argument("--output-file", required=True); p.add_argument("--output-result", required=True)
     p.add_argument("--split", default="test"); p.add_argument("--options", nargs="+", default=OPTIONS)

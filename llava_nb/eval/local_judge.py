@@ -17,6 +17,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from ..core import ArgumentParser
+
 # %% auto #0
 __all__ = ['content_words', 'overlap_score', 'judge_reply', 'JudgeBehaviour', 'make_judge_app', 'LocalJudge', 'main']
 
@@ -121,8 +123,7 @@ class LocalJudge:
 # %% ../../nbs/44_eval.local_judge.ipynb #83d0cd26
 def main(argv: list[str] | None = None):
     "`python -m llava_nb.eval.local_judge`: serve the local overlap judge."
-    import argparse
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = ArgumentParser(description=main.__doc__)
     p.add_argument("--host", default="127.0.0.1"); p.add_argument("--port", type=int, default=8009)
     p.add_argument("--rate-limit-first", type=int, default=0); p.add_argument("--server-error-first", type=int, default=0)
     args = p.parse_args(argv)

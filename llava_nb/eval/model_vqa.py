@@ -14,7 +14,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..conversation import SeparatorStyle, conv_templates, conv_templates_2023
-from ..core import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, ImageLoadError, load_image, set_seed
+from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, ImageLoadError, load_image, set_seed
 from .jsonl import ResumableJsonl, get_chunk, read_jsonl
 from ..mm_utils import (KeywordsStoppingCriteria, expand_image_tokens_2023, get_model_name_from_path, process_images,
                                tokenizer_image_token)
@@ -148,7 +148,7 @@ def answer_questions(model, tokenizer, image_processor,
 # %% ../../nbs/42_eval.model_vqa.ipynb #3b6c35b5
 def vqa_arg_parser(description: str, conv_mode: str = "llava_v1") -> argparse.ArgumentParser:
     "The flags `model_vqa` and `model_vqa_science` share (the reference's names)."
-    p = argparse.ArgumentParser(description=description)
+    p = ArgumentParser(description=description)
     p.add_argument("--model-path", "--model-name", dest="model_path", required=True, help="checkpoint folder")
     p.add_argument("--model-base", default=None, help="base LM for LoRA / projector-only checkpoints")
     p.add_argument("--image-folder", default="")

@@ -14,7 +14,7 @@ from typing import Sequence
 from PIL import Image
 
 from ..conversation import conv_template_for_model, get_conv_template, stop_string
-from ..core import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, load_image
+from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, load_image
 from ..mm_utils import get_model_name_from_path
 from ..serve.model_worker import BatchEngine, GenerationRequest
 
@@ -95,7 +95,7 @@ def answer_batch(lm: LlavaModel,
 
 # %% ../../nbs/38_eval.run_llava.ipynb #b67c1386
 def run_llava_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Ask a LLaVA model one question about one or more images")
+    p = ArgumentParser(description="Ask a LLaVA model one question about one or more images")
     p.add_argument("--model-path", "--model-name", dest="model_path", type=str, required=True, help="checkpoint folder (the seed's --model-name)")
     p.add_argument("--model-base", type=str, default=None)
     p.add_argument("--image-file", type=str, required=True, help="image file(s) or URL(s), joined by --sep")

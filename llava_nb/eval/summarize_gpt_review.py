@@ -5,7 +5,6 @@
 # %% ../../nbs/46_eval.summarize_gpt_review.ipynb #b42e9dea
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections import defaultdict
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core import ArgumentParser
 from .jsonl import read_jsonl
 
 # %% auto #0
@@ -107,7 +107,7 @@ def plot_scores(summary: pd.DataFrame, value: str = "relative", published: bool 
 # %% ../../nbs/46_eval.summarize_gpt_review.ipynb #903aa64c
 def main(argv: list[str] | None = None):
     "`python -m llava_nb.eval.summarize_gpt_review`: relative scores of review files."
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = ArgumentParser(description=main.__doc__)
     p.add_argument("-d", "--dir", default=None); p.add_argument("-f", "--files", nargs="*", default=[])
     p.add_argument("-i", "--ignore", nargs="*", default=[])
     p.add_argument("--json", action="store_true", help="print JSON: {category: {relative, reference, model, n, unparsed}}")

@@ -5,7 +5,6 @@
 # %% ../../nbs/40_eval.toybench.ipynb #a05c65c2
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..core import load_image
+from ..core import ArgumentParser, load_image
 from . import model_vqa
 from .eval_gpt_review_visual import llava_bench_path, review, review_jobs
 from .jsonl import read_jsonl
@@ -108,9 +107,9 @@ def run_toy_llava_bench(model, tokenizer, image_processor, world: str | Path, ou
     return summarize([review_file])
 
 # %% ../../nbs/40_eval.toybench.ipynb #f28baf0e
-def main(argv: list[str] | None = None):
+def main(argv: list[str] | None = None) -> None:
     "`llava_toybench`: the toy world's benchmarks for a checkpoint."
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = ArgumentParser(description=main.__doc__)
     p.add_argument("--model-path", required=True); p.add_argument("--model-base", default=None)
     p.add_argument("--world", default=None, help="the toy world folder (default: ../world next to the model folder)")
     p.add_argument("--split", default="test", choices=["test", "train"])
@@ -143,7 +142,6 @@ def main(argv: list[str] | None = None):
                                       conv_mode=args.conv_mode)
         print("LLaVA-Bench-form set" + ("" if args.base_url else " (local overlap judge, not GPT-4)") + ":")
         print(summary.drop(columns="run").set_index("category").to_string())
-    return table
 
 def load_pretrained_model_for(args):
     from llava_nb.model.builder import load_pretrained_model

@@ -5,11 +5,10 @@
 # %% ../../nbs/34_serve.cli.ipynb #87918ef8
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Callable, TextIO
 
-from ..core import DEFAULT_IMAGE_TOKEN, load_image
+from ..core import DEFAULT_IMAGE_TOKEN, ArgumentParser, load_image
 from ..conversation import get_conv_template, SeparatorStyle, stop_string
 from ..eval.run_llava import LlavaModel, default_conv_mode
 from .model_worker import GenerationRequest
@@ -61,7 +60,7 @@ def chat_loop(lm: LlavaModel,  # the loaded model
 
 # %% ../../nbs/34_serve.cli.ipynb #09bf65fd
 def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description="Chat with a LLaVA model about an image in the terminal")
+    p = ArgumentParser(description="Chat with a LLaVA model about an image in the terminal")
     p.add_argument("--model-path", "--model-name", dest="model_path", type=str, required=True)
     p.add_argument("--model-base", type=str, default=None)
     p.add_argument("--image-file", type=str, default=None)

@@ -5,7 +5,6 @@
 # %% ../../nbs/30_serve.controller.ipynb #423e8738
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -19,6 +18,8 @@ from typing import AsyncIterator, Iterable, Iterator
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..core import ArgumentParser
 
 # %% auto #0
 __all__ = ['WORKER_HEART_BEAT_INTERVAL', 'CONTROLLER_HEART_BEAT_EXPIRATION', 'ERROR_OK', 'ERROR_WORKER', 'ERROR_NO_WORKER',
@@ -305,7 +306,7 @@ def stop_server(proc, timeout: float = 10.0) -> None:
 # %% ../../nbs/30_serve.controller.ipynb #6e58e948
 def main(argv: list[str] | None = None):
     "Run the controller (the reference's flags, plus heartbeat expiry and the OpenAI-compatible API's options)."
-    parser = argparse.ArgumentParser(description="llava_nb controller: worker registry, dispatch, and an OpenAI-compatible API")
+    parser = ArgumentParser(description="llava_nb controller: worker registry, dispatch, and an OpenAI-compatible API")
     parser.add_argument("--host", type=str, default="127.0.0.1")
     parser.add_argument("--port", type=int, default=21001)
     parser.add_argument("--dispatch-method", type=str, choices=DISPATCH_METHODS, default="shortest_queue")

@@ -5,7 +5,6 @@
 # %% ../../nbs/33_serve.gradio_web_server.ipynb #80827994
 from __future__ import annotations
 
-import argparse
 import datetime
 import hashlib
 import json
@@ -20,7 +19,7 @@ import httpx
 from PIL import Image
 
 from ..conversation import conv_template_for_model, Conversation, get_conv_template, stop_string
-from ..core import DEFAULT_IMAGE_TOKEN
+from ..core import DEFAULT_IMAGE_TOKEN, ArgumentParser
 from .controller import ChunkDecoder, logger
 
 # %% auto #0
@@ -231,7 +230,7 @@ def build_demo(controller_url: str, model_list_mode: str = "once", logdir: str |
 
 # %% ../../nbs/33_serve.gradio_web_server.ipynb #8948361b
 def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description="llava_nb web UI (Gradio)")
+    p = ArgumentParser(description="llava_nb web UI (Gradio)")
     p.add_argument("--host", type=str, default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--controller-url", "--controller", dest="controller_url", type=str, default="http://127.0.0.1:21001")

@@ -30,7 +30,7 @@ from PIL import Image
 from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..core import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, ImageLoadError, load_image
+from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ArgumentParser, ImageLoadError, load_image
 from ..mm_utils import expand_image_tokens_2023, get_model_name_from_path, process_images, tokenizer_image_token
 from ..model.llava import image_slots, pad_spliced, splice_sequence
 from .controller import (ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, encode_chunk, error_chunk, logger)
@@ -530,7 +530,7 @@ def make_worker_app(worker: ModelWorker) -> FastAPI:
 
 # %% ../../nbs/32_serve.model_worker.ipynb #99e9dcd0
 def worker_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="llava_nb model worker: one model behind the reference's worker protocol, batched")
+    p = ArgumentParser(description="llava_nb model worker: one model behind the reference's worker protocol, batched")
     p.add_argument("--host", type=str, default="127.0.0.1")
     p.add_argument("--port", type=int, default=21002)
     p.add_argument("--worker-address", "--worker", dest="worker_address", type=str, default=None,

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fastcore.script import call_parse
+from ..core import ArgumentParser
 
 # %% auto #0
 __all__ = ['BASES', 'lightning_commands', 'main']
@@ -45,22 +45,27 @@ def lightning_commands(version: str, model: str | None = None, pretrain_data: st
     return [pretrain, extract, finetune]
 
 # %% ../../nbs/24_train.lightning.ipynb #c17ba9c9
-@call_parse
-def main(version: str,  # v0, v1 or mpt
-         run: bool = False,  # run the commands (default: print them)
-         model: str = None,  # the base LM (default: the seed's path for this version)
-         pretrain_data: str = "/path/to/cc3m_595k.json", pretrain_images: str = "/path/to/cc3m_595k",
-         instruct_data: str = "/path/to/llava_instruct_80k.json", instruct_images: str = "/path/to/coco/train2014",
-         nproc: int = 8,  # processes (GPUs) per stage; 1 runs without torchrun
-         out: str = "./checkpoints",  # where the checkpoints go
-        ):
-    "Print (or run, with --run) the two LLaVA-Lightning stages and the projector extraction between them."
-    cmds = lightning_commands(version, model, pretrain_data, pretrain_images, instruct_data, instruct_images, nproc, out=out)
-    if not run:
+def main(argv: list[str] | None = None) -> None:
+    "`llava_lightning {v0,v1,mpt}`: print (or run, with --run) the two LLaVA-Lightning stages and the projector extraction between them."
+    p = ArgumentParser(description=main.__doc__)
+    p.add_argument("version", choices=["v0", "v1", "mpt"])
+    p.add_argument("--run", action="store_true", help="run the commands (default: print them)")
+    p.add_argument("--model", default=None, help="the base LM (default: the seed's path for this version)")
+    p.add_argument("--pretrain-data", default="/path/to/cc3m_595k.json")
+    p.add_argument("--pretrain-images", default="/path/to/cc3m_595k")
+    p.add_argument("--instruct-data", default="/path/to/llava_instruct_80k.json")
+    p.add_argument("--instruct-images", default="/path/to/coco/train2014")
+    p.add_argument("--nproc", type=int, default=8, help="processes (GPUs) per stage; 1 runs without torchrun")
+    p.add_argument("--out", default="./checkpoints", help="where the checkpoints go")
+    a = p.parse_args(argv)
+    cmds = lightning_commands(a.version, a.model, a.pretrain_data, a.pretrain_images, a.instruct_data, a.instruct_images, a.nproc, out=a.out)
+    if not a.run:
         for c in cmds:
             k = next(i for i, x in enumerate(c) if x.startswith("llava_nb.")) + 1  # the launcher and module, then flag-value pairs
             print(" \\\n    ".join([shlex.join(c[:k])] + [shlex.join(c[i:i + 2]) for i in range(k, len(c), 2)]), end="\n\n")
         return
-    if version == "mpt": raise SystemExit("MPT-based LLaVA is not supported by llava_nb (printed for reference only)")
+    if a.version == "mpt": raise SystemExit("MPT-based LLaVA is not supported by llava_nb (printed for reference only)")
     for c in cmds:
-        print("$", shlex.join(c)); subprocess.run(c, check=True)
+        print("$", shlex.join(c), flush=True)
+        code = subprocess.run(c).returncode
+        if code != 0: raise SystemExit(f"llava_lightning: this step failed with exit status {code}: {shlex.join(c)}")
