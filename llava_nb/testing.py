@@ -22,8 +22,8 @@ from .model.llava import LlavaLlamaForCausalLM
 from .tiny import load_image_processor, save_tiny_clip, save_tiny_llama
 
 # %% auto #0
-__all__ = ['PROMPT_LATEST', 'PROMPT_2023', 'CHROMIUM', 'CHROMIUM_ARGS', 'example_image', 'example_inputs', 'TinyCheckpoints',
-           'make_tiny_checkpoints', 'launch_chromium']
+__all__ = ['PROMPT_LATEST', 'PROMPT_2023', 'CHROMIUM', 'CHROMIUM_ARGS', 'MISSING_CHROMIUM', 'example_image', 'example_inputs',
+           'TinyCheckpoints', 'make_tiny_checkpoints', 'launch_chromium']
 
 # %% ../nbs/09_testing.ipynb #37fad321
 PROMPT_LATEST = "USER: <image>\nWhat colour is the circle? ASSISTANT:"
@@ -148,8 +148,11 @@ def make_tiny_checkpoints(root: str | Path,  # folder to write into (one sub-fol
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # Debian's package; set $CHROMIUM for another build
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
+MISSING_CHROMIUM = (f"no Chromium at {CHROMIUM}, and the browser tests need it: run `make browser` (as root it installs "
+                    "Debian's chromium; otherwise it prints the command), i.e. `sudo sh -c 'apt-get update && apt-get install -y chromium'`, "
+                    "or set CHROMIUM to another Chromium build")
 
 def launch_chromium(playwright, **kwargs):
     "Headless Chromium for the browser tests, with `CHROMIUM_ARGS` (`playwright` is what `sync_playwright()` gives)."
-    if not Path(CHROMIUM).exists(): raise FileNotFoundError(f"no Chromium at {CHROMIUM} (apt install chromium, or set $CHROMIUM)")
+    if not Path(CHROMIUM).exists(): raise FileNotFoundError(MISSING_CHROMIUM)
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, **kwargs)

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from llava_nb.testing import CHROMIUM, launch_chromium
+from llava_nb.testing import launch_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test_artifacts" / "docs"
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,10 @@ import httpx
 import pytest
 
 from llava_nb.serve.controller import free_port
-from llava_nb.testing import CHROMIUM, launch_chromium
+from llava_nb.testing import launch_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test_artifacts" / "jupyterlab"
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 
 
 def runnable_copy(src: Path, dst: Path) -> Path:
