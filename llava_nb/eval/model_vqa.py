@@ -85,13 +85,9 @@ def generate_batch(model, tokenizer, image_processor,
     pixels = process_images(images, image_processor, model.config).to(model.device, model.dtype) if images else None
     stops = [KeywordsStoppingCriteria([stop_str], tokenizer)] if stop_str and stop_str != tokenizer.eos_token else None
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-    padding_side = getattr(model.config, "tokenizer_padding_side", "right")
-    model.config.tokenizer_padding_side = "left"
-    try:
-        out = model.generate(ids.to(model.device), images=pixels, attention_mask=mask.to(model.device), num_beams=num_beams,
-                             max_new_tokens=max_new_tokens, stopping_criteria=stops, pad_token_id=pad,
-                             eos_token_id=tokenizer.eos_token_id, use_cache=True, **sampling)
-    finally: model.config.tokenizer_padding_side = padding_side
+    out = model.generate(ids.to(model.device), images=pixels, attention_mask=mask.to(model.device), num_beams=num_beams,
+                         max_new_tokens=max_new_tokens, stopping_criteria=stops, pad_token_id=pad,
+                         eos_token_id=tokenizer.eos_token_id, use_cache=True, **sampling)
     texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
     if stop_str:  # an answer may run on after its stop string when a neighbour in the batch kept going
         texts = [t.split(stop_str)[0].strip() if stop_str in t else t for t in texts]

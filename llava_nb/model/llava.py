@@ -152,8 +152,9 @@ class LlavaMetaForCausalLM:
         return self.model.mm_projector(features.to(self.dtype))  # (M, N, hidden_size)
 
     def prepare_inputs_labels_for_multimodal(self, input_ids: torch.Tensor, position_ids, attention_mask, past_key_values,
-                                             labels, images, image_sizes=None):
+                                             labels, images, image_sizes=None, padding_side: str | None = None):
         "Splice images into a batch: returns (None, position_ids, attention_mask, past_key_values, inputs_embeds, labels)."
+        padding_side = padding_side or getattr(self.config, "tokenizer_padding_side", "right")  # training pads as the tokenizer did
         batch = input_ids.shape[0]
         mask = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
         ids = [input_ids[b][mask[b]] for b in range(batch)]  # padding removed, (T_b,)
@@ -167,7 +168,7 @@ class LlavaMetaForCausalLM:
         spliced = [splice_sequence(embed(i.clamp(min=0)), l, s, [features[k] for k in u], [features[k] for k in d])
                    for i, l, s, u, d in zip(ids, labs, slots, used, dummies)]
         embeds, new_mask, positions, new_labels = pad_spliced(
-            [e for e, _ in spliced], [l for _, l in spliced], getattr(self.config, "tokenizer_padding_side", "right"),
+            [e for e, _ in spliced], [l for _, l in spliced], padding_side,
             getattr(self.config, "tokenizer_model_max_length", None))
         if attention_mask is not None: new_mask = new_mask.to(attention_mask.dtype)
         return None, positions, new_mask, past_key_values, embeds, (new_labels if labels is not None else None)
@@ -193,7 +194,7 @@ class LlavaMetaForCausalLM:
         attention_mask = kwargs.pop("attention_mask", None)
         if images is not None:
             _, _, attention_mask, _, inputs_embeds, _ = self.prepare_inputs_labels_for_multimodal(
-                inputs, None, attention_mask, None, None, images, image_sizes)
+                inputs, None, attention_mask, None, None, images, image_sizes, padding_side="left")  # new tokens follow each prompt
         else:
             if bool((inputs == IMAGE_TOKEN_INDEX).any()): raise ValueError("the prompt holds <image> placeholders but no images were given")
             inputs_embeds = self.get_input_embeddings()(inputs)
