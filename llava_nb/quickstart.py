@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 
 import pandas as pd
@@ -108,6 +108,7 @@ class Phases:
             print(f"[quickstart] {' and '.join(todo)}, side by side ...")
             with ProcessPoolExecutor(len(todo), mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(1,)) as pool:
                 futures = {name: pool.submit(*job) for name, job in todo.items()}
+                wait(futures.values())  # then report: a line printed while another phase's bar still moves garbles both
                 for name, future in futures.items(): results[name] = self.finish(name, future.result())
         return results
 
