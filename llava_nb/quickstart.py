@@ -73,8 +73,7 @@ def phase_summary(result: dict) -> list[str]:
         tail = losses[-max(1, len(losses) // 10):]  # the last tenth, averaged: one step's loss is noisy
         parts.append(f"{result.get('steps', len(losses))} steps, loss {losses[0]:.2f} -> {sum(tail) / len(tail):.2f}")
     if "accuracy" in result:
-        overall = {r["category"]: r["accuracy"] for r in result["accuracy"]}["overall"]
-        blank = {r["category"]: r["accuracy"] for r in result["blank"]}["overall"]
+        overall, blank = (next(r["accuracy"] for r in result[k] if r["category"] == "overall") for k in ("accuracy", "blank"))
         parts.append(f"held-out accuracy {overall}% ({blank}% with the image blanked)")
     return parts
 
@@ -148,13 +147,18 @@ def _log_or_show(part: str, log, bar) -> None:
         bar.refresh()
     else: log.write(part + "\n")  # the Trainer's logging dicts, warnings, tracebacks
 
+def _quiet_transformers() -> None:
+    "transformers' warnings and load/save progress bars off, in this process (the quickstart and each phase worker)."
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
 def _clip_phase(world: Path, bases: Path, s: dict, seed: int) -> dict:
-    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
+    _quiet_transformers()
     return train_toy_clip(world, AutoTokenizer.from_pretrained(bases / "tokenizer"), bases / "clip", steps=s["clip_steps"],
                           batch_size=s["clip_batch"], seed=seed, position=0)
 
 def _lm_phase(world: Path, bases: Path, s: dict, seed: int) -> dict:
-    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
+    _quiet_transformers()
     return train_toy_lm(world, AutoTokenizer.from_pretrained(bases / "tokenizer"), bases / "lm", steps=s["lm_steps"],
                         batch_size=s["lm_batch"], lr=s["lm_lr"], seed=seed, position=1)
 
@@ -177,7 +181,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", size: str = "default", s
     world, bases = out / "world", out / "bases"
     phases = Phases(out)
     set_seed(seed)
-    hf_logging.set_verbosity_error(); hf_logging.disable_progress_bar()
+    _quiet_transformers()
     warnings.filterwarnings("ignore", category=FutureWarning)
     phases.run("world", lambda: {"manifest": write_world(world, s["n_train"], s["n_test"], seed)})
     phases.run("tokenizer", lambda: {"vocab": len(train_toy_tokenizer(world, bases / "tokenizer"))})

@@ -83,8 +83,10 @@ def plot_samples(answers: list[dict], world: Path, path: Path, n: int = 8, colum
     "Held-out scenes with every question asked about them, the model's answer (green right, red wrong) and the truth."
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    images = list(dict.fromkeys(a["image"] for a in answers))[:n]
-    per_image = max(sum(a["image"] == image for a in answers) for image in images)
+    by_image = {}
+    for a in answers: by_image.setdefault(a["image"], []).append(a)
+    images = list(by_image)[:n]
+    per_image = max(len(by_image[image]) for image in images)
     rows = -(-len(images) // columns)
     text_height = 0.5 * per_image + 0.4  # inches: two lines per question at 10 pt, and a gap before the next row
     fig = plt.figure(figsize=(4.2 * columns, rows * (3.6 + text_height)))
@@ -95,7 +97,7 @@ def plot_samples(answers: list[dict], world: Path, path: Path, n: int = 8, colum
         ax.imshow(Image.open(world / "images" / image), interpolation="nearest"); ax.set_xticks([]); ax.set_yticks([])
         ax.set_title(image, fontsize=9, color="0.4")
         text = fig.add_subplot(grid[2 * row + 1, col]); text.axis("off")
-        for i, a in enumerate(a for a in answers if a["image"] == image):
+        for i, a in enumerate(by_image[image]):
             right = normalize_answer(a["prediction"]) == normalize_answer(a["answer"])
             y = 1 - i / (per_image + 0.7)  # the last 0.7 of a question's height: a gap before the next row
             text.text(0, y, _question(a["text"]), fontsize=10, va="top", transform=text.transAxes)

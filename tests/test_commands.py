@@ -123,8 +123,8 @@ def test_a_wrong_flag_is_caught():
         [("python -m llava.serve.cli --model-path", "python -m llava_nb.serve.cli")]
 
 
-def run(*argv, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, cwd=kwargs.pop("cwd", ROOT), timeout=600, **kwargs)
+def run(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
 @pytest.fixture(scope="module")
