@@ -8,12 +8,18 @@ __all__ = ['main']
 # %% ../../nbs/22_train.train_mem.ipynb #32df06ac
 import sys
 
+import torch
+
 from .train import train
 
 # %% ../../nbs/22_train.train_mem.ipynb #7c7bc9f1
 def main() -> None:
-    "Run `train()` on the command line's flags."
-    train(sys.argv[1:])
+    "Run `train()` on the command line's flags; under torchrun, leave the process group before the process exits."
+    try: train(sys.argv[1:])
+    finally:
+        # left to interpreter shutdown, gloo's threads were sometimes destroyed while running:
+        # "terminate called without an active exception", SIGABRT, after a finished run
+        if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
 # %% ../../nbs/22_train.train_mem.ipynb #1c0e0019
 #| eval: false
