@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
+from .tokenizer import load_tokenizer
 from transformers.utils import logging as hf_logging
 
 from .core import ArgumentParser, set_seed
@@ -154,12 +154,12 @@ def _quiet_transformers() -> None:
 
 def _clip_phase(world: Path, bases: Path, s: dict, seed: int) -> dict:
     _quiet_transformers()
-    return train_toy_clip(world, AutoTokenizer.from_pretrained(bases / "tokenizer"), bases / "clip", steps=s["clip_steps"],
+    return train_toy_clip(world, load_tokenizer(bases / "tokenizer"), bases / "clip", steps=s["clip_steps"],
                           batch_size=s["clip_batch"], seed=seed, position=0)
 
 def _lm_phase(world: Path, bases: Path, s: dict, seed: int) -> dict:
     _quiet_transformers()
-    return train_toy_lm(world, AutoTokenizer.from_pretrained(bases / "tokenizer"), bases / "lm", steps=s["lm_steps"],
+    return train_toy_lm(world, load_tokenizer(bases / "tokenizer"), bases / "lm", steps=s["lm_steps"],
                         batch_size=s["lm_batch"], lr=s["lm_lr"], seed=seed, position=1)
 
 def matmul_peak(seconds: float = 1.0, n: int = 1024) -> float:

@@ -30,8 +30,8 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 def _mean_length(world: Path, name: str, template: str, n: int = 200, image_rows: int = 9) -> float:
     "Mean sequence length of a stage's samples after splicing (image id -> `image_rows` rows)."
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(world.parent / "bases" / "tokenizer")
+    from llava_nb.tokenizer import load_tokenizer
+    tok = load_tokenizer(world.parent / "bases" / "tokenizer")
     recs = json.loads((world / name).read_text())[:n]
     cfg = PreprocessConfig(template)
     return float(np.mean([len(preprocess(r, tok, cfg)["input_ids"]) - 1 + image_rows for r in recs]))

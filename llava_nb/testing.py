@@ -101,6 +101,7 @@ def _write_projector(cks, tokenizer, processor, seed):
 
 def _write_lora(cks, tokenizer, processor, seed):
     from peft import LoraConfig, get_peft_model
+    from llava_nb.model.builder import save_lora_adapters
     model = _tiny_llava(cks, "mlp2x_gelu", seed + 3)
     model.config.mm_use_im_patch_token = False
     targets = r"model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)"  # every Linear of the LM but lm_head
@@ -112,7 +113,7 @@ def _write_lora(cks, tokenizer, processor, seed):
     peft_model.eval()
     cks.expected["lora"] = _logits(peft_model, tokenizer, processor, cks.vocab_size)
     out = cks.paths["lora"]
-    peft_model.save_pretrained(out)
+    save_lora_adapters(peft_model, out)
     torch.save({k: v for k, v in peft_model.named_parameters() if "mm_projector" in k}, out / "non_lora_trainables.bin")
     model.config.save_pretrained(out)
 

@@ -11,18 +11,21 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-from transformers import (AutoImageProcessor, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel,
+from safetensors.torch import load_file, save_file
+from transformers import (AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel,
                           LlamaConfig, LlamaForCausalLM)
 from transformers.utils import logging as hf_logging
 try: from transformers import CLIPImageProcessorPil as CLIPProcessorPIL  # transformers >= 5: the PIL backend, no torchvision needed
 except ImportError: from transformers import CLIPImageProcessor as CLIPProcessorPIL
 
 from .conversation import conv_templates, conv_templates_2023
+from .tokenizer import load_tokenizer
 from .core import (CLIP_MEAN, CLIP_STD, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN,
                            DEFAULT_IMAGE_TOKEN, set_seed)
 
 # %% auto #0
-__all__ = ['default_corpus', 'train_llama_tokenizer', 'save_tiny_clip', 'load_image_processor', 'save_tiny_llama']
+__all__ = ['default_corpus', 'train_llama_tokenizer', 'save_tiny_clip', 'save_clip_vision', 'load_image_processor',
+           'save_tiny_llama']
 
 # %% ../nbs/02_tiny.ipynb #e8c4e439
 def default_corpus() -> list[str]:
@@ -58,8 +61,8 @@ def train_llama_tokenizer(out_dir: str | Path,  # folder to write tokenizer.mode
               "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None, "legacy": False,
               "model_max_length": model_max_length, "padding_side": "right", "clean_up_tokenization_spaces": False}
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    tokenizer = AutoTokenizer.from_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)  # adds tokenizer.json, so later loads need no conversion
+    tokenizer = load_tokenizer(out_dir)
+    tokenizer.save_pretrained(out_dir)  # the config as llava_nb writes every tokenizer's
     return tokenizer
 
 # %% ../nbs/02_tiny.ipynb #dbbb884d
@@ -75,8 +78,26 @@ def save_tiny_clip(out_dir: str | Path,  # folder for config.json, model.safeten
     model = CLIPVisionModel(config).eval()
     processor = CLIPProcessorPIL(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
                                    image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
-    model.save_pretrained(out_dir); processor.save_pretrained(out_dir)
+    save_clip_vision(model, out_dir)
+    processor.save_pretrained(out_dir)
     return model, processor
+
+def save_clip_vision(model: CLIPVisionModel, out_dir: str | Path) -> Path:
+    "Save a CLIP vision model with the keys every transformers reads: `vision_model.` first, as in openai's checkpoints (transformers 5 leaves that level out, and 4.x then loads none of the weights)."
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    for file in out_dir.glob("model*.safetensors"):
+        weights = load_file(file)
+        if all(k.startswith("vision_model.") for k in weights): continue
+        save_file({_vision_key(k): v for k, v in weights.items()}, file, metadata={"format": "pt"})
+    index = out_dir / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {_vision_key(k): v for k, v in data["weight_map"].items()}
+        index.write_text(json.dumps(data, indent=2))
+    return out_dir
+
+def _vision_key(key: str) -> str: return key if key.startswith("vision_model.") else "vision_model." + key
 
 def load_image_processor(path: str | Path) -> CLIPProcessorPIL:
     "The image processor of a CLIP folder or hub name, with the PIL backend (what the reference's processor computes)."

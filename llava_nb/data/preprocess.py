@@ -121,15 +121,19 @@ def render_for_training(turns: list[tuple[int, str]], conv: Conversation) -> tup
     return b.text, b.spans
 
 # %% ../../nbs/11_data.preprocess.ipynb #bd260418
+def _encode_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    "Ids and character spans: sentencepiece LLaMA tokenizers compute them (`encode_with_offsets`), fast tokenizers return them."
+    if hasattr(tokenizer, "encode_with_offsets"): return tokenizer.encode_with_offsets(text)
+    enc = tokenizer(text, return_offsets_mapping=True)
+    return list(enc.input_ids), [tuple(o) for o in enc.offset_mapping]
+
 def tokenize_with_offsets(text: str, tokenizer, image_ids: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
     "The ids `tokenizer_image_token` gives (or the tokenizer's, when not `image_ids`), and each id's character span in `text`."
-    if not image_ids or DEFAULT_IMAGE_TOKEN not in text:
-        enc = tokenizer(text, return_offsets_mapping=True)
-        return list(enc.input_ids), [tuple(o) for o in enc.offset_mapping]
+    if not image_ids or DEFAULT_IMAGE_TOKEN not in text: return _encode_with_offsets(tokenizer, text)
     ids, spans, start = [], [], 0
     for k, chunk in enumerate(text.split(DEFAULT_IMAGE_TOKEN)):
-        enc = tokenizer(chunk, return_offsets_mapping=True)
-        chunk_ids, chunk_spans = list(enc.input_ids), [(a + start, b + start) for a, b in enc.offset_mapping]
+        chunk_ids, chunk_spans = _encode_with_offsets(tokenizer, chunk)
+        chunk_spans = [(a + start, b + start) for a, b in chunk_spans]
         if chunk_ids and chunk_ids[0] == tokenizer.bos_token_id:  # one BOS, kept from the first chunk only (as the reference)
             if k == 0: ids.append(chunk_ids[0]); spans.append((0, 0))
             chunk_ids, chunk_spans = chunk_ids[1:], chunk_spans[1:]

@@ -11,15 +11,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 from ..core import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, default_device, default_dtype
+from ..tokenizer import load_tokenizer
 from .llava import is_multimodal_config, llava_class_for, resize_embeddings_mean
 
 # %% auto #0
-__all__ = ['WEIGHT_FILES', 'DEFAULT_VISION_TOWER_2023', 'read_config_json', 'is_llava_hf_config', 'checkpoint_kind',
-           'llava_config', 'attention_implementation', 'load_pretrained_model', 'prepare_multimodal', 'context_length',
-           'save_llava_checkpoint']
+__all__ = ['WEIGHT_FILES', 'DEFAULT_VISION_TOWER_2023', 'PEFT_04_LORA_KEYS', 'read_config_json', 'is_llava_hf_config',
+           'checkpoint_kind', 'llava_config', 'attention_implementation', 'load_pretrained_model', 'prepare_multimodal',
+           'context_length', 'save_llava_checkpoint', 'save_lora_adapters']
 
 # %% ../../nbs/07_model.builder.ipynb #ef338d94
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -133,9 +134,11 @@ def _load_lora(model_path: Path, model_base, config, **kwargs):
     model = PeftModel.from_pretrained(model, str(model_path))
     return model.merge_and_unload()
 
-def _load_named(model, weights: dict, source) -> None:
-    "Load tensors by state-dict name (strict about names and shapes, not about completeness)."
+def _load_named(model, weights: dict, source, complete: str = "mm_projector") -> None:
+    "Load tensors by state-dict name: strict about names and shapes, and every tensor whose name contains `complete` must be there."
     own = model.state_dict()
+    absent = [k for k in own if complete in k and k not in weights]
+    if absent: raise ValueError(f"{source}: the projector's weights are not all there; missing {', '.join(sorted(absent)[:8])}")
     unknown = [k for k in weights if k not in own]
     if unknown: raise ValueError(f"{source}: tensors the model does not have: {', '.join(sorted(unknown)[:8])}")
     bad = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in weights.items() if v.shape != own[k].shape]
@@ -183,7 +186,7 @@ def load_pretrained_model(model_path: str | Path,  # checkpoint folder (or hub n
     if kind == "llava-hf":
         from llava_nb.model.hf_format import import_llava_hf
         return import_llava_hf(model_path, device=device, dtype=torch_dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_base if kind in ("lora", "projector") else model_path)
+    tokenizer = load_tokenizer(model_base if kind in ("lora", "projector") else model_path)
     if kind == "lm":
         model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs)
         return tokenizer, _finish(model, device), None, context_length(model.config)
@@ -223,4 +226,24 @@ def save_llava_checkpoint(model, tokenizer, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+# %% ../../nbs/07_model.builder.ipynb #36741c98
+PEFT_04_LORA_KEYS = {"base_model_name_or_path", "revision", "peft_type", "task_type", "inference_mode", "r", "target_modules",
+                     "lora_alpha", "lora_dropout", "fan_in_fan_out", "bias", "modules_to_save", "init_lora_weights",
+                     "layers_to_transform", "layers_pattern"}  # LoraConfig's fields in peft 0.4.0, the reference's pin
+
+def save_lora_adapters(model, out_dir: str | Path) -> Path:
+    "Save a peft model's LoRA adapters so that peft 0.4 and newer read them: keys newer than 0.4 that hold their default are left out."
+    import tempfile
+    from peft import LoraConfig
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        LoraConfig().save_pretrained(tmp)
+        defaults = json.loads((Path(tmp) / "adapter_config.json").read_text())
+    file = out_dir / "adapter_config.json"
+    config = json.loads(file.read_text())
+    kept = {k: v for k, v in config.items() if k in PEFT_04_LORA_KEYS or (k in defaults and v != defaults[k])}
+    file.write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
     return out_dir

@@ -17,7 +17,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import HfArgumentParser
+
+from ..tokenizer import load_tokenizer
 
 # %% auto #0
 __all__ = ['PROJECTOR_KEYS', 'GROWN_KEYS', 'CheckpointReader', 'check_pair', 'prepare_output', 'finish_output', 'combine',
@@ -156,7 +158,7 @@ def combine(base: CheckpointReader, other: CheckpointReader, out: str | Path, si
 
 # %% ../../nbs/15_model.delta.ipynb #8b72381f
 def _base_vocab(tokenizer_path: Path) -> int | None:
-    try: return AutoTokenizer.from_pretrained(tokenizer_path).vocab_size
+    try: return load_tokenizer(tokenizer_path).vocab_size
     except Exception: return None
 
 def apply_delta(base_model_path: str | Path, target_model_path: str | Path, delta_path: str | Path, overwrite: bool = False) -> Path:

@@ -12,13 +12,14 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlavaConfig
+from transformers import CLIPVisionConfig, CLIPVisionModel, LlavaConfig
 
 from ..core import DEFAULT_IMAGE_TOKEN, default_device, default_dtype
 from .llava import llava_class_for, resize_embeddings_mean
 from .projector import build_vision_projector
 from .vision_tower import CLIPVisionTower
-from ..tiny import load_image_processor
+from ..tiny import load_image_processor, save_clip_vision
+from ..tokenizer import load_tokenizer
 
 # %% auto #0
 __all__ = ['export_llava_hf', 'import_llava_hf', 'convert_llava_hf']
@@ -147,7 +148,7 @@ def import_llava_hf(path: str | Path, device=None, dtype=None):
     image_processor = load_image_processor(path)
     config.image_aspect_ratio = "pad" if getattr(image_processor, "do_pad", False) else "square"
     model.model.vision_tower = CLIPVisionTower.from_model(clip, image_processor, str(path), config.mm_vision_select_layer, config.mm_vision_select_feature)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     model.to(device=device, dtype=dtype).eval()
     return tokenizer, model, image_processor, min(2048, getattr(config, "max_position_embeddings", 2048))
 
@@ -156,7 +157,8 @@ def convert_llava_hf(path: str | Path, out_dir: str | Path) -> Path:
     tokenizer, model, image_processor, _ = import_llava_hf(path, device="cpu", dtype=torch.float32)
     out_dir = Path(out_dir); tower_dir = out_dir / "vision_tower"
     tower = model.get_vision_tower()
-    tower.vision_tower.save_pretrained(tower_dir); image_processor.save_pretrained(tower_dir)
+    save_clip_vision(tower.vision_tower, tower_dir)
+    image_processor.save_pretrained(tower_dir)
     model.config.mm_vision_tower = str(tower_dir.resolve())
     model.save_pretrained(out_dir); tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import warnings
-
 import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
@@ -36,14 +34,17 @@ def select_features(hidden_states: Sequence[torch.Tensor],  # CLIP's hidden stat
 CLIP_TEXT_SIDE = ("text_model.", "text_projection.", "visual_projection.", "logit_scale")
 
 def load_clip_vision(name: str, device_map=None) -> CLIPVisionModel:
-    "CLIP's vision side from a vision-only or a full CLIP folder. A full checkpoint's text side is expected to go unused (real CLIP towers are published whole); any other unused or missing weight is reported."
+    "CLIP's vision side from a vision-only or a full CLIP folder. A full checkpoint's text side is expected to go unused (real CLIP towers are published whole); a missing, unused or misshapen vision weight stops the load with an error naming it (never random weights in silence)."
     verbosity = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()
     try: model, info = CLIPVisionModel.from_pretrained(name, device_map=device_map, output_loading_info=True)
     finally: hf_logging.set_verbosity(verbosity)
     unused = sorted(k for k in info["unexpected_keys"] if not k.startswith(CLIP_TEXT_SIDE))
-    if info["missing_keys"] or unused or info["mismatched_keys"]:
-        warnings.warn(f"vision tower {name}: missing {sorted(info['missing_keys'])[:5]}, unused {unused[:5]}, "
-                      f"mismatched {[k for k, *_ in info['mismatched_keys']][:5]}", stacklevel=2)
+    problems = {"missing": sorted(info["missing_keys"]), "not used": unused,
+                "of the wrong shape": sorted(str(k) for k, *_ in info["mismatched_keys"])}
+    problems = {what: keys for what, keys in problems.items() if keys}
+    if problems:
+        raise ValueError(f"vision tower {name}: its weights do not all load; " + "; ".join(
+            f"{what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''} ({len(keys)})" for what, keys in problems.items()))
     return model
 
 class CLIPVisionTower(nn.Module):

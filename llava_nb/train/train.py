@@ -11,14 +11,15 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Trainer
+from transformers import AutoConfig, AutoModelForCausalLM, Trainer
 
 from ..conversation import conv_template_for_version
 from ..core import set_seed
 from ..data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset, LengthGroupedSampler
 from ..data.preprocess import PreprocessConfig
-from ..model.builder import attention_implementation
+from ..model.builder import attention_implementation, save_lora_adapters
 from ..model.llava import llava_class_for
+from ..tokenizer import load_tokenizer
 from .args import DataArguments, ModelArguments, TrainingArguments, parse_args
 
 # %% auto #0
@@ -134,7 +135,7 @@ def train(argv: list[str] | None = None) -> LLaVATrainer:
     set_seed(training_args.seed)
     dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
     model = _build_model(model_args, training_args, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, model_max_length=training_args.model_max_length, padding_side="right")
+    tokenizer = load_tokenizer(model_args.model_name_or_path, model_max_length=training_args.model_max_length, padding_side="right")
     if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.unk_token  # LLaMA has no pad token; the collator masks by length
     image_processor = _setup_vision(model, model_args, data_args, training_args, tokenizer, dtype) if model_args.vision_tower else None
     if training_args.lora_enable:
@@ -166,7 +167,13 @@ def _save_output(trainer, model, model_args, training_args, tokenizer) -> None:
     if not trainer.is_world_process_zero(): return
     if model_args.tune_mm_mlp_adapter: save_stage_files(model, training_args, out)
     elif training_args.lora_enable:
-        model.save_pretrained(out)  # the adapters
+        save_lora_adapters(model, out)  # the adapters, in a config every peft reads
         save_stage_files(model, training_args, out)
     else: trainer.save_model(str(out))
     tokenizer.save_pretrained(out)
+
+# %% ../../nbs/21_train.train.ipynb #30b0c627
+#| eval: false
+if __name__ == "__main__" and "ipykernel" not in __import__("sys").modules:
+    from llava_nb.train.train_mem import main
+    main()
