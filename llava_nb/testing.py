@@ -5,7 +5,6 @@
 # %% ../nbs/09_testing.ipynb #7f4ce693
 from __future__ import annotations
 
-import copy
 import json
 import os
 import warnings
@@ -20,6 +19,7 @@ from .core import DEFAULT_IMAGE_TOKEN, set_seed
 from .mm_utils import expand_image_tokens_2023, process_images, tokenizer_image_token
 from .model.llava import LlavaLlamaForCausalLM
 from .tiny import load_image_processor, save_tiny_clip, save_tiny_llama
+from .tokenizer import load_tokenizer
 
 # %% auto #0
 __all__ = ['PROMPT_LATEST', 'PROMPT_2023', 'CHROMIUM', 'CHROMIUM_ARGS', 'MISSING_CHROMIUM', 'example_image', 'example_inputs',
@@ -74,7 +74,8 @@ def _write_latest(cks, tokenizer, processor, seed):
     return model
 
 def _write_2023(cks, tokenizer, processor, seed, name: str, old_config: bool):
-    model, tok = _tiny_llava(cks, "linear", seed + 1), copy.deepcopy(tokenizer)
+    model = _tiny_llava(cks, "linear", seed + 1)
+    tok = load_tokenizer(cks.paths["base_lm"], legacy=True)  # LLaMA-1 tokenizers: no `legacy` key, which transformers 4.3x reads as legacy
     model.initialize_vision_tokenizer(tok, mm_use_im_start_end=True, mm_use_im_patch_token=True, splice_patch_tokens=True)
     model.config.llava_format = "2023"
     cks.expected[name] = _logits(model, tok, processor, cks.vocab_size)

@@ -41,12 +41,13 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
                          pad_token=pad_token, add_bos_token=add_bos_token, add_eos_token=add_eos_token,
                          legacy=True if legacy is None else legacy,
                          clean_up_tokenization_spaces=clean_up_tokenization_spaces, **kwargs)
+        self.declared_special_tokens = set(self.all_special_tokens)  # not those added later with add_tokens(special_tokens=True), as in 4.3x
 
     def tokenize(self, text: str, **kwargs) -> list[str]:
-        "Pieces of `text`. Not legacy: one `▁` before the whole text, none after added tokens. Legacy: one before each stretch of text."
+        "Pieces of `text`. Not legacy: one `▁` before the whole text (dropped before a declared special token), none after added tokens. Legacy: one before each stretch of text."
         if self.legacy or not text: return super().tokenize(text, **kwargs)
         tokens = super().tokenize(SPIECE_UNDERLINE + text.replace(SPIECE_UNDERLINE, " "), **kwargs)
-        if len(tokens) > 1 and tokens[0] == SPIECE_UNDERLINE and tokens[1] in self.all_special_tokens: return tokens[1:]
+        if len(tokens) > 1 and tokens[0] == SPIECE_UNDERLINE and tokens[1] in self.declared_special_tokens: return tokens[1:]
         return tokens
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -87,7 +88,7 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
         if tokens and tokens[0].startswith(SPIECE_UNDERLINE): tokens = [tokens[0][1:], *tokens[1:]]
         out, run, after_special = "", [], False
         for i, token in enumerate(tokens):
-            if token not in self.all_special_tokens:
+            if token not in self.declared_special_tokens:
                 run.append(token)
                 after_special = False
                 continue

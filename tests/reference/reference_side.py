@@ -49,7 +49,10 @@ def model_logits(req):
     with torch.no_grad():
         logits = model(input_ids=ids, images=pixels).logits[0, -1]
         out = model.generate(ids, images=pixels, do_sample=False, max_new_tokens=req.get("max_new_tokens", 20), use_cache=True)
-    return {"logits": logits, "tokens": out[0].tolist(), "input_ids": ids[0].tolist(), "pixels": pixels,
+    tokens = out[0].tolist()
+    if tokens[:1] == [model.config.bos_token_id]:
+        tokens = tokens[1:]  # transformers 4.37 starts what it generates from inputs_embeds with BOS: not a generated token
+    return {"logits": logits, "tokens": tokens, "input_ids": ids[0].tolist(), "pixels": pixels,
             "vocab": len(tokenizer), "text": tokenizer.decode(out[0], skip_special_tokens=True)}
 
 
