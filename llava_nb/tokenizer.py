@@ -41,7 +41,16 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
                          pad_token=pad_token, add_bos_token=add_bos_token, add_eos_token=add_eos_token,
                          legacy=True if legacy is None else legacy,
                          clean_up_tokenization_spaces=clean_up_tokenization_spaces, **kwargs)
-        self.declared_special_tokens = set(self.all_special_tokens)  # not those added later with add_tokens(special_tokens=True), as in 4.3x
+        # 4.3x's `all_special_tokens`: the config's special tokens and those added as special while loaded, not saved added tokens
+        declared = [unk_token, bos_token, eos_token, pad_token, *(kwargs.get("additional_special_tokens") or [])]
+        self.declared_special_tokens = {str(t) for t in declared if t is not None}
+
+    def _add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
+        known = set(self._added_tokens_encoder)
+        added = super()._add_tokens(new_tokens, special_tokens)
+        if special_tokens and hasattr(self, "declared_special_tokens"):
+            self.declared_special_tokens |= {str(t) for t in new_tokens if str(t) not in known}
+        return added
 
     def tokenize(self, text: str, **kwargs) -> list[str]:
         "Pieces of `text`. Not legacy: one `▁` before the whole text (dropped before a declared special token), none after added tokens. Legacy: one before each stretch of text."

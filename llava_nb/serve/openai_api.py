@@ -96,9 +96,14 @@ def _error_from_chunk(chunk: dict) -> OpenAIError:
     if code == 1 and chunk.get("error_type") == "invalid_request": return OpenAIError(400, text, code="invalid_request")
     return OpenAIError(502 if code in (1, 3) else 500, text, "server_error", code="worker_error")
 
+def _held_back(text: str, stops: list[str]) -> int:
+    "How many characters at the end of `text` could begin a stop string (not sent until the next chunk says)."
+    return max([k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])], default=0)
+
 class _Completion:
-    "Follows a worker's cumulative chunks and turns them into OpenAI text deltas."
-    def __init__(self, prompt: str): self.prompt, self.sent, self.finish_reason, self.usage = prompt, "", None, None
+    "Follows a worker's cumulative chunks and turns them into OpenAI text deltas, cutting at the stop strings the worker was not sent."
+    def __init__(self, prompt: str, stops: list[str] = ()):
+        self.prompt, self.stops, self.sent, self.finish_reason, self.usage, self.done = prompt, list(stops), "", None, None, False
     def delta(self, chunk: dict) -> str:
         if chunk.get("error_code", ERROR_OK) != ERROR_OK: raise _error_from_chunk(chunk)
         if chunk.get("finish_reason") == "context_length":
@@ -106,6 +111,9 @@ class _Completion:
         text = chunk["text"][len(self.prompt):] if chunk["text"].startswith(self.prompt) else chunk["text"]
         if chunk.get("usage"): self.usage = chunk["usage"]
         if chunk.get("finish_reason"): self.finish_reason = "length" if chunk["finish_reason"] == "length" else "stop"
+        cuts = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if cuts: text, self.finish_reason, self.done = text[:min(cuts)], "stop", True
+        elif not chunk.get("finish_reason"): text = text[:len(text) - _held_back(text, self.stops)]
         if not text.startswith(self.sent): return ""
         new, self.sent = text[len(self.sent):], text
         return new
@@ -189,16 +197,20 @@ def add_openai_routes(app: FastAPI, controller: Controller,
         system, turns, images = await asyncio.to_thread(parse_messages, body.get("messages"), allow_remote_images)
         client = request.app.state.client
         prompt, template_stop = render_prompt(await conv_mode_for(model, client), system, turns)
+        stops = [s for s in dict.fromkeys([template_stop, *stop]) if s]
+        # the worker protocol carries one stop string (the reference's workers test `text.endswith(stop)`); the rest are cut here
         params = {"model": model, "prompt": prompt, "images": images, "temperature": temperature, "top_p": top_p,
-                  "max_new_tokens": max_tokens, "stop": [s for s in [template_stop, *stop] if s]}
-        completion, chunks = _Completion(prompt), _chunks(controller, client, params)
+                  "max_new_tokens": max_tokens, "stop": stops[0] if stops else None}
+        completion, chunks = _Completion(prompt, stops[1:]), _chunks(controller, client, params)
         first = await anext(chunks, None)
         if first is None: raise OpenAIError(502, "the worker closed the stream without an answer", "server_error", code="worker_error")
         first_delta = completion.delta(first)  # raises the worker's error as an HTTP error
         cid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
         if not stream:
             text = first_delta
-            async for chunk in chunks: completion.delta(chunk)
+            async for chunk in chunks:
+                completion.delta(chunk)
+                if completion.done: break
             usage = completion.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
             return {"id": cid, "object": "chat.completion", "created": created, "model": model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.sent},
@@ -217,6 +229,7 @@ def add_openai_routes(app: FastAPI, controller: Controller,
                 async for chunk in chunks:
                     d = completion.delta(chunk)
                     if d: yield sse({"content": d})
+                    if completion.done: break
                 yield sse({}, completion.finish_reason or "stop")
                 if include_usage:
                     yield f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': completion.usage})}\n\n"

@@ -30,5 +30,5 @@ def run_reference(task: str, timeout: int = 600, **request):
         proc = subprocess.run([str(REFERENCE_PYTHON), str(REFERENCE_SIDE), str(req), str(out)], env=reference_env(),
                               capture_output=True, text=True, timeout=timeout, cwd=tmp)
         if proc.returncode != 0:
-            raise RuntimeError(f"the reference failed on {task} {request}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+            raise RuntimeError(f"the reference failed on {task} {str(request)[:300]}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
         return torch.load(out, weights_only=False)

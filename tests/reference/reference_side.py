@@ -67,7 +67,10 @@ def task_tokens(req):
     for case in req["cases"]:
         conv = conversation_lib.conv_templates[case["template"]].copy()
         for role, message in case["messages"]: conv.append_message(conv.roles[role], message)
-        prompt = conv.get_prompt()
+        try: prompt = conv.get_prompt()
+        except Exception as e:  # e.g. 'plain' cannot render an open assistant turn
+            results.append({"error": f"{type(e).__name__}: {e}"})
+            continue
         results.append({"prompt": prompt, "ids": tokenizer_image_token(prompt, tokenizer),
                         "plain_ids": tokenizer(prompt).input_ids})
     return {"results": results}
