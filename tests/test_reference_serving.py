@@ -1,0 +1,102 @@
+"""Serving across the two implementations, as processes on loopback: llava_nb's controller and OpenAI API in front of the
+reference's own model worker (llava-torch 1.2.2.post1, `--device cpu`), and the reference's controller and `test_message.py`
+in front of llava_nb's model worker."""
+import base64
+import io
+import shutil
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from reference.harness import REFERENCE_PYTHON, reference_env
+
+from llava_nb.serve.controller import free_port, start_server, stop_server
+from llava_nb.testing import example_image, make_tiny_checkpoints
+
+HOST = "127.0.0.1"
+
+
+def start_reference(args, ready_url, log_path, timeout=180.0):
+    "Start a reference server (its own Python) and wait until `ready_url` answers."
+    proc = subprocess.Popen([str(REFERENCE_PYTHON), *map(str, args)], env=reference_env(), stdout=open(log_path, "wb"),
+                            stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None: raise RuntimeError(f"{args} exited {proc.returncode}:\n{open(log_path).read()[-3000:]}")
+        try:
+            httpx.post(ready_url, timeout=2.0)
+            return proc
+        except httpx.HTTPError: time.sleep(0.5)
+    stop_server(proc)
+    raise TimeoutError(f"{args} did not answer at {ready_url}:\n{open(log_path).read()[-3000:]}")
+
+
+def wait_for_model(controller: str, name: str, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if name in httpx.post(f"{controller}/list_models", timeout=5).json()["models"]: return
+        time.sleep(0.5)
+    raise TimeoutError(f"{name} never registered with {controller}")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    "A tiny LLaVA checkpoint written by llava_nb, in a folder whose name says 'llava' (the reference's worker reads the format from it)."
+    root = tmp_path_factory.mktemp("serving")
+    cks = make_tiny_checkpoints(root / "tiny", formats=("latest",))
+    return shutil.copytree(cks.paths["latest"], root / "llava-tiny")
+
+
+def image_url() -> str:
+    buf = io.BytesIO()
+    example_image().save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_llava_nb_controller_and_openai_api_in_front_of_a_reference_worker(model_dir, tmp_path):
+    cport, wport = free_port(), free_port()
+    controller = f"http://{HOST}:{cport}"
+    servers = [start_server(["-m", "llava_nb.serve.controller", "--host", HOST, "--port", str(cport)], f"{controller}/list_models",
+                            log_path=tmp_path / "controller.log")]
+    try:
+        servers.append(start_reference(["-m", "llava.serve.model_worker", "--host", HOST, "--port", wport, "--worker-address",
+                                        f"http://{HOST}:{wport}", "--controller-address", controller, "--model-path", model_dir,
+                                        "--device", "cpu"], f"http://{HOST}:{wport}/worker_get_status", tmp_path / "worker.log"))
+        wait_for_model(controller, "llava-tiny")
+        message = {"role": "user", "content": [{"type": "text", "text": "What colour is the circle?"},
+                                               {"type": "image_url", "image_url": {"url": image_url()}}]}
+        for stop in (None, "###", ["\n\n", "###", "The"]):  # a list used to reach the reference worker and fail there (502)
+            body = {"model": "llava-tiny", "messages": [message], "max_tokens": 8, "temperature": 0}
+            if stop is not None: body["stop"] = stop
+            r = httpx.post(f"{controller}/v1/chat/completions", json=body, timeout=120)
+            assert r.status_code == 200, (stop, r.text, open(tmp_path / "worker.log").read()[-2000:])
+            answer = r.json()["choices"][0]
+            assert isinstance(answer["message"]["content"], str) and answer["finish_reason"] in ("stop", "length")
+            for s in [stop] if isinstance(stop, str) else stop or []: assert s not in answer["message"]["content"]
+        streamed = httpx.post(f"{controller}/v1/chat/completions", json={**body, "stream": True}, timeout=120)
+        assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text[-500:]
+    finally:
+        for proc in reversed(servers): stop_server(proc)
+
+
+def test_reference_controller_and_test_message_in_front_of_a_llava_nb_worker(model_dir, tmp_path):
+    cport, wport = free_port(), free_port()
+    controller = f"http://{HOST}:{cport}"
+    servers = [start_reference(["-m", "llava.serve.controller", "--host", HOST, "--port", cport], f"{controller}/list_models",
+                               tmp_path / "controller.log")]
+    try:
+        servers.append(start_server(["-m", "llava_nb.serve.model_worker", "--host", HOST, "--port", str(wport), "--worker-address",
+                                     f"http://{HOST}:{wport}", "--controller-address", controller, "--model-path", str(model_dir),
+                                     "--device", "cpu"], f"http://{HOST}:{wport}/worker_get_status", log_path=tmp_path / "worker.log"))
+        wait_for_model(controller, "llava-tiny")
+        proc = subprocess.run([str(REFERENCE_PYTHON), "-m", "llava.serve.test_message", "--controller-address", controller,
+                               "--model-name", "llava-tiny", "--max-new-tokens", "8"], env=reference_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert f"worker_addr: http://{HOST}:{wport}" in proc.stdout and "Models: ['llava-tiny']" in proc.stdout, proc.stdout
+        prompt, _, answer = proc.stdout.partition("words.\n")  # it prints the prompt a word a line (its sep is ' '), then the answer
+        assert "Tell" in prompt and answer.strip(), proc.stdout
+    finally:
+        for proc in reversed(servers): stop_server(proc)
