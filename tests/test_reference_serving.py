@@ -19,9 +19,9 @@ HOST = "127.0.0.1"
 
 
 def start_reference(args, ready_url, log_path, timeout=180.0):
-    "Start a reference server (its own Python) and wait until `ready_url` answers."
+    "Start a reference server (its own Python) and wait until `ready_url` answers; it runs in the log's folder (it writes logs to '.')."
     proc = subprocess.Popen([str(REFERENCE_PYTHON), *map(str, args)], env=reference_env(), stdout=open(log_path, "wb"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, cwd=log_path.parent)
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None: raise RuntimeError(f"{args} exited {proc.returncode}:\n{open(log_path).read()[-3000:]}")
@@ -92,7 +92,7 @@ def test_reference_controller_and_test_message_in_front_of_a_llava_nb_worker(mod
                                      "--device", "cpu"], f"http://{HOST}:{wport}/worker_get_status", log_path=tmp_path / "worker.log"))
         wait_for_model(controller, "llava-tiny")
         proc = subprocess.run([str(REFERENCE_PYTHON), "-m", "llava.serve.test_message", "--controller-address", controller,
-                               "--model-name", "llava-tiny", "--max-new-tokens", "8"], env=reference_env(),
+                               "--model-name", "llava-tiny", "--max-new-tokens", "8"], env=reference_env(), cwd=tmp_path,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         assert f"worker_addr: http://{HOST}:{wport}" in proc.stdout and "Models: ['llava-tiny']" in proc.stdout, proc.stdout
