@@ -22,13 +22,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from .tokenizer import load_tokenizer
 from transformers.utils import logging as hf_logging
 
 from .core import ArgumentParser, set_seed
 from .eval.toybench import run_toybench
 from .model.builder import load_pretrained_model
 from .serve.controller import free_port
+from .tokenizer import load_tokenizer
 from .toyworld import write_world
 from .train.bases import train_toy_clip, train_toy_lm, train_toy_tokenizer
 

@@ -61,8 +61,8 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         "The ids `self(text)` gives and each one's character span in `text` (BOS and EOS: an empty span), for masking by characters."
-        spans, pos, pending = [], 0, b""
-        for piece in self.tokenize(text):
+        pieces, spans, pos, pending = self.tokenize(text), [], 0, b""
+        for piece in pieces:
             if piece in self._added_tokens_encoder or piece in self.all_special_tokens:  # written out in the text
                 start = text.index(piece, pos)
                 spans.append((start, start + len(piece)))
@@ -78,7 +78,7 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
                     raise ValueError(f"piece {piece!r} does not match the text at character {pos}: {text[pos:pos + 20]!r}")
                 spans.append((pos, pos + len(surface)))
                 pos += len(surface)
-        ids = self.build_inputs_with_special_tokens(self.convert_tokens_to_ids(self.tokenize(text)))
+        ids = self.build_inputs_with_special_tokens(self.convert_tokens_to_ids(pieces))
         bos, eos = [(0, 0)] * self.add_bos_token, [(len(text), len(text))] * self.add_eos_token
         return ids, bos + spans + eos
 

@@ -56,7 +56,8 @@ def folders(tmp_path_factory):
     make_delta(base, cks.paths["latest"], root / "llava-delta")
     kinds["delta-applied"] = (apply_delta(base, root / "llava-applied", root / "llava-delta"), None)
     kinds["converted from llava-hf"] = (convert_llava_hf(cks.paths["llava_hf"], root / "llava-from-hf"), None)
-    world = write_world(root / "world", n_train=8, n_test=2, bench_scenes=1) and root / "world"
+    world = root / "world"
+    write_world(world, n_train=8, n_test=2, bench_scenes=1)
     common = ["--vision_tower", cks.paths["clip"], "--image_folder", world / "images", "--mm_vision_select_layer", -2,
               "--mm_use_im_start_end", False, "--mm_use_im_patch_token", False, "--image_aspect_ratio", "pad",
               "--per_device_train_batch_size", 2, "--max_steps", 1, "--save_strategy", "no", "--report_to", "none",

@@ -18,19 +18,9 @@ from llava_nb.testing import example_image, make_tiny_checkpoints
 HOST = "127.0.0.1"
 
 
-def start_reference(args, ready_url, log_path, timeout=180.0):
-    "Start a reference server (its own Python) and wait until `ready_url` answers; it runs in the log's folder (it writes logs to '.')."
-    proc = subprocess.Popen([str(REFERENCE_PYTHON), *map(str, args)], env=reference_env(), stdout=open(log_path, "wb"),
-                            stderr=subprocess.STDOUT, cwd=log_path.parent)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None: raise RuntimeError(f"{args} exited {proc.returncode}:\n{open(log_path).read()[-3000:]}")
-        try:
-            httpx.post(ready_url, timeout=2.0)
-            return proc
-        except httpx.HTTPError: time.sleep(0.5)
-    stop_server(proc)
-    raise TimeoutError(f"{args} did not answer at {ready_url}:\n{open(log_path).read()[-3000:]}")
+def start_reference(args, ready_url, log_path):
+    "Start a reference server with its own Python, in the log's folder (it writes logs to '.'), and wait until `ready_url` answers."
+    return start_server(args, ready_url, env=reference_env(), log_path=log_path, python=REFERENCE_PYTHON, cwd=log_path.parent)
 
 
 def wait_for_model(controller: str, name: str, timeout: float = 120.0) -> None:

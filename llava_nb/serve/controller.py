@@ -275,6 +275,8 @@ def start_server(args: list[str],  # arguments after `python`, e.g. ['-m', 'llav
                  ready_url: str,  # POSTed until it answers (any HTTP status)
                  timeout: float = 180.0, env: dict | None = None,
                  log_path: str | os.PathLike | None = None,  # where stdout and stderr go (default: discarded)
+                 python: str | os.PathLike | None = None,  # the interpreter (default: this one), e.g. another environment's
+                 cwd: str | os.PathLike | None = None,  # its working directory (default: this process's)
                 ):
     "Start a server as a subprocess of this Python and wait until `ready_url` answers; raises with its log if it dies or times out."
     import subprocess, sys
@@ -282,19 +284,19 @@ def start_server(args: list[str],  # arguments after `python`, e.g. ['-m', 'llav
     root = str(Path(__file__).resolve().parents[2])  # so the child imports this same llava_nb
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep), **(env or {})}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(python or sys.executable), *map(str, args)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     proc.log_path = log_path
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             tail = open(log_path, errors="replace").read()[-3000:] if log_path else ""
-            raise RuntimeError(f"{' '.join(args)} exited with code {proc.returncode} before answering:\n{tail}")
+            raise RuntimeError(f"{' '.join(map(str, args))} exited with code {proc.returncode} before answering:\n{tail}")
         try:
             httpx.post(ready_url, timeout=2.0)
             return proc
         except httpx.HTTPError: time.sleep(0.3)
     stop_server(proc)
-    raise TimeoutError(f"{' '.join(args)} did not answer at {ready_url} within {timeout:g} s")
+    raise TimeoutError(f"{' '.join(map(str, args))} did not answer at {ready_url} within {timeout:g} s")
 
 def stop_server(proc, timeout: float = 10.0) -> None:
     "Stop a process started by `start_server` (SIGTERM, then SIGKILL), by its id."
