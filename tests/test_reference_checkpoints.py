@@ -101,3 +101,36 @@ def test_every_checkpoint_kind_loads_in_the_reference_with_the_same_outputs(fold
             failures.append(f"{spec['kind']}: diff {diff:.2e}, llava_nb {tokens} vs reference {theirs['tokens']}")
     print("\n".join(report))
     assert not failures, "\n".join(failures + report)
+
+
+def test_toy_world_bases_load_in_the_reference(tmp_path):
+    "The toy world's stage-0 bases (its tokenizer with phrase pieces and cell words, its LM, its full CLIP) read by the reference: same ids, logits, greedy tokens, features."
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
+    from llava_nb.tiny import load_image_processor
+    from llava_nb.tokenizer import load_tokenizer
+    from llava_nb.toyworld import write_world
+    from llava_nb.train.bases import train_toy_clip, train_toy_lm, train_toy_tokenizer
+    world = tmp_path / "world"
+    write_world(world, n_train=16, n_test=2, bench_scenes=1)
+    tokenizer = train_toy_tokenizer(world, tmp_path / "tokenizer")
+    train_toy_clip(world, tokenizer, tmp_path / "clip", steps=2, batch_size=4, width=32, layers=2, progress=False)
+    train_toy_lm(world, tokenizer, tmp_path / "lm", steps=2, batch_size=4, hidden=32, progress=False)
+    example_image().save(tmp_path / "image.png")
+    text = "A chat between a curious user and an artificial intelligence assistant. USER: What colour is the red-circle? ASSISTANT:"
+    theirs = run_reference("bases", lm=str(tmp_path / "lm"), clip=str(tmp_path / "clip"), image=str(tmp_path / "image.png"), text=text)
+    tokenizer = load_tokenizer(tmp_path / "lm")
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "lm").eval()
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    clip = CLIPVisionModel.from_pretrained(tmp_path / "clip").eval()
+    pixels = load_image_processor(tmp_path / "clip")(Image.open(tmp_path / "image.png"), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = lm(ids).logits[0, -1]
+        tokens = lm.generate(ids, do_sample=False, max_new_tokens=GREEDY)[0, ids.shape[1]:].tolist()
+        features = clip(pixels, output_hidden_states=True).hidden_states[-2]
+    logit_diff, feature_diff = (logits - theirs["logits"]).abs().max().item(), (features - theirs["features"]).abs().max().item()
+    print(f"toy bases: {len(ids[0])} ids, LM logits diff {logit_diff:.1e}, greedy {sum(a == b for a, b in zip(tokens, theirs['tokens']))}/"
+          f"{len(tokens)}; CLIP features diff {feature_diff:.1e}, missing {len(theirs['missing'])}")
+    assert ids[0].tolist() == theirs["input_ids"]
+    assert theirs["missing"] == [] and all(k.startswith(("text_model.", "text_projection", "visual_projection", "logit_scale"))
+                                           for k in theirs["unexpected"])
+    assert logit_diff <= TOLERANCE and tokens == theirs["tokens"] and feature_diff <= TOLERANCE

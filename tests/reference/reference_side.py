@@ -76,7 +76,24 @@ def task_tokens(req):
     return {"results": results}
 
 
-TASKS = {"logits": task_logits, "tokens": task_tokens}
+def task_bases(req):
+    "A plain LM folder and a CLIP folder as the reference reads them: the LM's ids, logits and greedy tokens; CLIP's loading report and features."
+    from PIL import Image
+    from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPVisionModel
+    tokenizer = AutoTokenizer.from_pretrained(req["lm"], use_fast=False)
+    lm = AutoModelForCausalLM.from_pretrained(req["lm"], torch_dtype=torch.float32).eval()
+    ids = tokenizer(req["text"], return_tensors="pt").input_ids
+    clip, info = CLIPVisionModel.from_pretrained(req["clip"], output_loading_info=True)
+    pixels = CLIPImageProcessor.from_pretrained(req["clip"])(Image.open(req["image"]).convert("RGB"), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = lm(ids).logits[0, -1]
+        tokens = lm.generate(ids, do_sample=False, max_new_tokens=20)[0, ids.shape[1]:].tolist()
+        features = clip.eval()(pixels, output_hidden_states=True).hidden_states[-2]
+    return {"input_ids": ids[0].tolist(), "logits": logits, "tokens": tokens, "features": features,
+            "missing": sorted(info["missing_keys"]), "unexpected": sorted(info["unexpected_keys"])}
+
+
+TASKS = {"logits": task_logits, "tokens": task_tokens, "bases": task_bases}
 
 if __name__ == "__main__":
     request = json.loads(open(sys.argv[1]).read())
