@@ -1,5 +1,5 @@
-"""Serving across the two implementations, as processes on loopback: llava_nb's controller and OpenAI API in front of the
-reference's own model worker (llava-torch 1.2.2.post1, `--device cpu`), and the reference's controller and `test_message.py`
+"""Serving across the two implementations, as processes on loopback: llava_nb's controller, OpenAI API and web UI client in
+front of the reference's own model worker (llava-torch 1.2.2.post1, `--device cpu`), and the reference's controller and `test_message.py`
 in front of llava_nb's model worker."""
 import base64
 import io
@@ -67,6 +67,12 @@ def test_llava_nb_controller_and_openai_api_in_front_of_a_reference_worker(model
             for s in [stop] if isinstance(stop, str) else stop or []: assert s not in answer["message"]["content"]
         streamed = httpx.post(f"{controller}/v1/chat/completions", json={**body, "stream": True}, timeout=120)
         assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text[-500:]
+        # the web UI's own client (what its Send button runs), through the controller to the reference worker
+        from llava_nb.serve.gradio_web_server import add_text, new_conversation, stream_answer
+        state = add_text(new_conversation("llava-tiny"), "What colour is the circle?", example_image(), "Pad")
+        answers = list(stream_answer(controller, state, "llava-tiny", temperature=0.2, top_p=0.7, max_new_tokens=8))
+        assert answers and not any(failed for _, failed in answers), answers
+        assert answers[-1][0].strip(), answers
     finally:
         for proc in reversed(servers): stop_server(proc)
 
