@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reference.harness import ROOT, run_reference
+from llava_nb.reference import ROOT, run_reference
 
 from llava_nb.core import set_seed
 from llava_nb.mm_utils import expand_image_tokens_2023, process_images, tokenizer_image_token

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from reference.harness import REFERENCE_PYTHON, reference_env
+from llava_nb.reference import REFERENCE_PYTHON, reference_env
 
 from llava_nb.serve.controller import free_port, start_server, stop_server
 from llava_nb.testing import example_image, make_tiny_checkpoints

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from reference.harness import run_reference
+from llava_nb.reference import run_reference
 
 from llava_nb.conversation import conv_templates
 from llava_nb.mm_utils import tokenizer_image_token
