@@ -10,7 +10,6 @@ from PIL import Image
 
 from llava_nb.reference import ROOT, run_reference
 
-from llava_nb.core import set_seed
 from llava_nb.mm_utils import expand_image_tokens_2023, process_images, tokenizer_image_token
 from llava_nb.model.builder import load_pretrained_model
 from llava_nb.testing import PROMPT_2023, PROMPT_LATEST, example_image, make_tiny_checkpoints
@@ -87,8 +86,7 @@ def test_every_checkpoint_kind_loads_in_the_reference_with_the_same_outputs(fold
     for kind, (path, base) in kinds.items():
         is_2023 = kind.startswith("2023")
         models.append({"kind": kind, "model_path": str(path), "model_base": str(base) if base else None,
-                       "model_name": reference_name(path), "prompt": "Human: What colour is the circle?\n<image>###Assistant:"
-                       if is_2023 else PROMPT_LATEST})
+                       "model_name": reference_name(path), "prompt": PROMPT_2023 if is_2023 else PROMPT_LATEST})
     answers = run_reference("logits", models=models, image=str(image), max_new_tokens=GREEDY)["models"]
     report, failures = [], []
     for spec, theirs in zip(models, answers):

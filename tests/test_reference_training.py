@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import ImageOps
 
-from llava_nb.reference import REFERENCE_PYTHON, ROOT, reference_env
+from llava_nb.reference import REFERENCE_PYTHON, reference_env
 
 from llava_nb.core import IGNORE_INDEX
 from llava_nb.testing import example_image, make_tiny_checkpoints
