@@ -93,8 +93,7 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
         return mask(ids) + (mask(pair) if pair is not None else [])
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        "The text of `tokens`: sentencepiece decodes each run between special tokens; the leading `▁` goes."
-        if tokens and tokens[0].startswith(SPIECE_UNDERLINE): tokens = [tokens[0][1:], *tokens[1:]]
+        "The text of `tokens`: sentencepiece decodes each run between special tokens; the space a leading `▁` stands for goes."
         out, run, after_special = "", [], False
         for i, token in enumerate(tokens):
             if token not in self.declared_special_tokens:
@@ -104,7 +103,10 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
             if self.legacy and i > 0 and not after_special: out += " "
             out += self.sp_model.decode(run) + token
             run, after_special = [], True
-        return out + self.sp_model.decode(run)
+        out += self.sp_model.decode(run)
+        # a legacy model's sentencepiece drops that space itself; cutting '▁' off the piece instead would make an unknown
+        # piece of one that spans words ('▁bottom▁centre' -> 'bottom▁centre', decoded as written)
+        return out[1:] if out.startswith(" ") and tokens and tokens[0].startswith(SPIECE_UNDERLINE) else out
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         "Save as the reference and Hugging Face read it: `tokenizer.model`, and a config naming `LlamaTokenizer` that keeps `legacy`."
