@@ -20,12 +20,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..core import ArgumentParser
+from .edge import (BadRequest, Limits, bearer, boolean, check_generate_params, check_key, check_worker_url, default_worker_networks,
+                   number, parse_networks, request_json, string)
 
 # %% auto #0
 __all__ = ['WORKER_HEART_BEAT_INTERVAL', 'CONTROLLER_HEART_BEAT_EXPIRATION', 'ERROR_OK', 'ERROR_WORKER', 'ERROR_NO_WORKER',
            'ERROR_WORKER_UNREACHABLE', 'SERVER_ERROR_MSG', 'logger', 'DISPATCH_METHODS', 'encode_chunk', 'error_chunk',
-           'ChunkDecoder', 'iter_chunks', 'WorkerInfo', 'Controller', 'proxy_generate_stream', 'make_controller_app',
-           'free_port', 'start_server', 'stop_server', 'main']
+           'ChunkDecoder', 'iter_chunks', 'WorkerInfo', 'check_worker_status', 'Controller', 'proxy_generate_stream',
+           'make_controller_app', 'free_port', 'start_server', 'stop_server', 'main']
 
 # %% ../../nbs/30_serve.controller.ipynb #073a58f1
 WORKER_HEART_BEAT_INTERVAL = float(os.environ.get("LLAVA_WORKER_HEART_BEAT_INTERVAL", 15))  # seconds between a worker's heartbeats
@@ -50,34 +52,61 @@ class ChunkDecoder:
     def feed(self, data: bytes) -> list[dict]:
         self.buffer += data
         *complete, self.buffer = self.buffer.split(b"\0")
-        return [json.loads(c) for c in complete if c.strip()]
+        return [self._decode(c) for c in complete if c.strip()]
+    def close(self) -> list[dict]:
+        "The last chunk when the stream ended without a NUL (an error body answered with a 4xx status)."
+        rest, self.buffer = self.buffer, b""
+        return [self._decode(rest)] if rest.strip() else []
+    @staticmethod
+    def _decode(data: bytes) -> dict:
+        try: chunk = json.loads(data)
+        except ValueError: chunk = None
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("text", ""), str):
+            return {"text": f"the worker sent a malformed chunk: {data[:80]!r}", "error_code": ERROR_WORKER}
+        return chunk
 
 def iter_chunks(byte_chunks: Iterable[bytes]) -> Iterator[dict]:
     "The decoded chunks of a stream given as an iterable of bytes (e.g. `httpx.Response.iter_bytes()`)."
     decoder = ChunkDecoder()
     for data in byte_chunks: yield from decoder.feed(data)
+    yield from decoder.close()
 
 # %% ../../nbs/30_serve.controller.ipynb #b5f828ef
 @dataclass
 class WorkerInfo:
-    "What the controller knows about one worker (the reference's fields)."
+    "What the controller knows about one worker (the reference's fields, and whether dispatch skips it)."
     model_names: list[str]
     speed: float
     queue_length: int
     check_heart_beat: bool
     last_heart_beat: float
+    down: str | None = None  # why dispatch skips it (its connection failed); cleared by its next heartbeat
 
 DISPATCH_METHODS = ("lottery", "shortest_queue")
+
+def check_worker_status(status, where: str = "'worker_status'") -> dict:
+    "A worker's `{model_names, speed, queue_length}`, checked field by field (`BadRequest` names what is wrong)."
+    if not isinstance(status, dict):
+        raise BadRequest(f"{where} must be an object {{model_names, speed, queue_length}}, got {type(status).__name__}")
+    names = status.get("model_names")
+    if not isinstance(names, list) or not 0 < len(names) <= 64 or not all(isinstance(n, str) and 0 < len(n) <= 256 for n in names):
+        raise BadRequest(f"{where}.model_names must be an array of 1 to 64 model names (non-empty strings), got {json.dumps(names)[:80]}")
+    return {"model_names": list(dict.fromkeys(names)),
+            "speed": number(status, "speed", 1.0, 0.0, 1e9, where=f"{where}: "),
+            "queue_length": number(status, "queue_length", 0, 0, 1e9, integer=True, where=f"{where}: ")}
 
 class Controller:
     "Worker registry with heartbeat expiry and the reference's two dispatch methods."
     def __init__(self, dispatch_method: str = "shortest_queue",  # 'lottery' or 'shortest_queue'
                  heart_beat_expiration: float = CONTROLLER_HEART_BEAT_EXPIRATION,  # seconds without a heartbeat before a worker is dropped
                  status_timeout: float = 5.0,  # seconds to wait for a worker's /worker_get_status
-                 seed: int | None = None):  # seeds the lottery (tests)
+                 seed: int | None = None,  # seeds the lottery (tests)
+                 worker_networks: list | None = None,  # networks worker addresses must resolve into (None: any; see `default_worker_networks`)
+                 worker_key: str | None = None):  # workers must send it; the controller sends it to workers
         if dispatch_method not in DISPATCH_METHODS:
             raise ValueError(f"dispatch method {dispatch_method!r}: expected one of {', '.join(DISPATCH_METHODS)}")
         self.dispatch_method, self.heart_beat_expiration, self.status_timeout = dispatch_method, heart_beat_expiration, status_timeout
+        self.worker_networks, self.worker_key = worker_networks, worker_key
         self.worker_info: dict[str, WorkerInfo] = {}
         self.lock = threading.RLock()
         self.rng = random.Random(seed)
@@ -85,39 +114,54 @@ class Controller:
     def get_worker_status(self, worker_name: str) -> dict | None:
         "Ask a worker for `{model_names, speed, queue_length}`; None (and a log line) if it does not answer."
         try:
-            r = httpx.post(worker_name + "/worker_get_status", timeout=self.status_timeout)
+            r = httpx.post(worker_name + "/worker_get_status", timeout=self.status_timeout, headers=bearer(self.worker_key))
             r.raise_for_status()
-            return r.json()
+            return check_worker_status(r.json(), f"the status of worker {worker_name}")
         except (httpx.HTTPError, ValueError) as e:
             logger.error(f"worker {worker_name} gave no status: {type(e).__name__}: {e}")
             return None
 
     def register_worker(self, worker_name: str, check_heart_beat: bool = True, worker_status: dict | None = None) -> bool:
-        "Add or refresh a worker; with no `worker_status` the controller asks the worker itself."
-        if not worker_status: worker_status = self.get_worker_status(worker_name)
+        "Add or refresh a worker; with no `worker_status` the controller asks the worker itself. Bad fields raise `BadRequest`."
+        worker_name = check_worker_url(worker_name, self.worker_networks)
+        if worker_status is not None: worker_status = check_worker_status(worker_status)
+        else: worker_status = self.get_worker_status(worker_name)
         if not worker_status: return False
         with self.lock:
             logger.info(f"{'register' if worker_name not in self.worker_info else 're-register'} worker {worker_name}: {worker_status}")
-            self.worker_info[worker_name] = WorkerInfo(list(worker_status["model_names"]), worker_status.get("speed", 1),
-                                                       worker_status.get("queue_length", 0), check_heart_beat, time.time())
+            self.worker_info[worker_name] = WorkerInfo(worker_status["model_names"], worker_status["speed"],
+                                                       worker_status["queue_length"], check_heart_beat, time.time())
         return True
 
     def remove_worker(self, worker_name: str) -> None:
         with self.lock: self.worker_info.pop(worker_name, None)
 
+    def mark_down(self, worker_name: str, reason: str) -> None:
+        "Take a worker out of dispatch at once (its connection failed); its next heartbeat or registration brings it back."
+        with self.lock:
+            info = self.worker_info.get(worker_name)
+            if info is None or info.down: return
+            info.down = reason
+        logger.warning(f"worker {worker_name} taken out of dispatch until its next heartbeat: {reason}")
+
     def refresh_all_workers(self) -> None:
         "Ask every worker for its status again; those that do not answer are removed."
         with self.lock: old, self.worker_info = dict(self.worker_info), {}
         for name, info in old.items():
-            if not self.register_worker(name, info.check_heart_beat, None): logger.info(f"removed stale worker {name}")
+            try: ok = self.register_worker(name, info.check_heart_beat, None)
+            except BadRequest as e: ok = False; logger.error(f"worker {name}: {e}")
+            if not ok: logger.info(f"removed stale worker {name}")
+
+    def _up(self) -> dict[str, WorkerInfo]:
+        return {n: i for n, i in self.worker_info.items() if not i.down}
 
     def list_models(self) -> list[str]:
-        with self.lock: return sorted({m for info in self.worker_info.values() for m in info.model_names})
+        with self.lock: return sorted({m for info in self._up().values() for m in info.model_names})
 
     def get_worker_address(self, model_name: str, exclude: Iterable[str] = ()) -> str:
         "The address of a worker serving `model_name` by the dispatch method, or '' when none does."
         with self.lock:
-            candidates = [(n, i) for n, i in self.worker_info.items() if model_name in i.model_names and n not in exclude]
+            candidates = [(n, i) for n, i in self._up().items() if model_name in i.model_names and n not in exclude]
             if not candidates: return ""
             if self.dispatch_method == "lottery":
                 weights = [max(float(i.speed), 0.0) for _, i in candidates]
@@ -128,13 +172,14 @@ class Controller:
             return name
 
     def receive_heart_beat(self, worker_name: str, queue_length: int) -> bool:
-        "Record a heartbeat; False tells an unknown worker to register again."
+        "Record a heartbeat (it brings a worker taken out of dispatch back); False tells an unknown worker to register again."
         with self.lock:
             info = self.worker_info.get(worker_name)
             if info is None:
                 logger.info(f"heartbeat from unknown worker {worker_name}: asking it to register")
                 return False
-            info.queue_length, info.last_heart_beat = queue_length, time.time()
+            if info.down: logger.info(f"worker {worker_name} is back (heartbeat)")
+            info.queue_length, info.last_heart_beat, info.down = queue_length, time.time(), None
             return True
 
     def remove_expired_workers(self) -> list[str]:
@@ -149,7 +194,7 @@ class Controller:
     def worker_api_get_status(self) -> dict:
         "The controller as one big worker: all models, summed speed and queue length (the reference's hierarchy)."
         models, speed, queue = set(), 0, 0
-        with self.lock: names = list(self.worker_info)
+        with self.lock: names = list(self._up())
         for name in names:
             status = self.get_worker_status(name)
             if status is None: continue
@@ -163,20 +208,13 @@ class Controller:
             return {n: {**asdict(i), "seconds_since_heart_beat": round(now - i.last_heart_beat, 3)} for n, i in self.worker_info.items()}
 
 # %% ../../nbs/30_serve.controller.ipynb #13945638
-async def _json_body(request: Request) -> dict:
-    try: body = await request.json()
-    except ValueError as e: raise _BadRequest(f"the request body is not JSON ({e})") from None
-    if not isinstance(body, dict): raise _BadRequest(f"the request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-class _BadRequest(Exception): pass
-
-def _field(body: dict, name: str, endpoint: str):
-    if name not in body: raise _BadRequest(f"{endpoint}: the JSON body has no field '{name}'")
-    return body[name]
+def _worker_down(controller: Controller, address: str, error: Exception) -> str:
+    reason = f"{address} ({type(error).__name__}: {error})"
+    controller.mark_down(address, f"{type(error).__name__}: {error}")
+    return reason
 
 async def proxy_generate_stream(controller: Controller, client: httpx.AsyncClient, params: dict) -> AsyncIterator[bytes]:
-    "Stream `/worker_generate_stream` from a worker serving `params['model']`, trying the model's other workers if one is unreachable."
+    "Stream `/worker_generate_stream` from a worker serving `params['model']`; a worker that cannot be reached is taken out of dispatch and the next one tried."
     model, tried, tried_errors = params.get("model"), [], []
     while True:
         address = controller.get_worker_address(model, exclude=tried) if isinstance(model, str) else ""
@@ -189,24 +227,36 @@ async def proxy_generate_stream(controller: Controller, client: httpx.AsyncClien
                                   f"models being served: {', '.join(controller.list_models()) or 'none'}")
             return
         try:
-            async with client.stream("POST", address + "/worker_generate_stream", json=params) as r:
+            async with client.stream("POST", address + "/worker_generate_stream", json=params, headers=bearer(controller.worker_key)) as r:
+                if r.status_code in (404, 405) or r.status_code >= 500:  # not a worker, or a broken one: try the next
+                    tried.append(address)
+                    tried_errors.append(_worker_down(controller, address, RuntimeError(f"it answered HTTP {r.status_code}")))
+                    continue
                 if r.status_code != 200:
                     body = (await r.aread()).decode(errors="replace")[:500]
-                    yield error_chunk(ERROR_WORKER, f"worker {address} answered HTTP {r.status_code}: {body}")
+                    hint = " (the controller's --worker-key must match the worker's)" if r.status_code == 401 else ""
+                    yield error_chunk(ERROR_WORKER, f"worker {address} answered HTTP {r.status_code}{hint}: {body}")
                     return
                 async for data in r.aiter_raw(): yield data
             return
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            tried.append(address); tried_errors.append(f"{address} ({type(e).__name__}: {e})")
-            logger.warning(f"worker {address} unreachable for model {model!r}: {e}")
+            tried.append(address)
+            tried_errors.append(_worker_down(controller, address, e))
         except httpx.HTTPError as e:  # the worker went away in the middle of a stream
+            _worker_down(controller, address, e)
             yield error_chunk(ERROR_WORKER_UNREACHABLE, f"the connection to worker {address} broke during generation ({type(e).__name__}: {e})")
             return
 
+def _stream_error(exc: BadRequest) -> JSONResponse:
+    "A refused generation request: a 4xx JSON body that is also one chunk of the reference's stream (no NUL: it is the whole body)."
+    return JSONResponse({"text": str(exc), "error_code": ERROR_WORKER, "error_type": "invalid_request", "error": str(exc)}, status_code=exc.status)
+
 def make_controller_app(controller: Controller,
+                        api_key: str | None = None,  # clients must send it (generation, the registry); None: open
+                        limits: Limits = Limits(),  # request sizes and counts
                         expiry_check_interval: float | None = None,  # seconds between expiry checks (default: a quarter of the expiry)
                        ) -> FastAPI:
-    "The reference's controller endpoints over `controller`, plus `/list_workers`."
+    "The reference's controller endpoints over `controller`, plus `/list_workers`; keys checked per role, every field checked."
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
@@ -223,43 +273,68 @@ def make_controller_app(controller: Controller,
         await app.state.client.aclose()
 
     app = FastAPI(title="llava_nb controller", lifespan=lifespan)
-    app.state.controller = controller
+    app.state.controller, app.state.api_key, app.state.limits = controller, api_key, limits
 
-    @app.exception_handler(_BadRequest)
-    async def bad_request(request, exc): return JSONResponse({"error": str(exc)}, status_code=400)
+    @app.exception_handler(BadRequest)
+    async def bad_request(request, exc: BadRequest):
+        if request.url.path == "/worker_generate_stream": return _stream_error(exc)
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    def client(request: Request):  # the worker key opens the client endpoints too
+        if api_key: check_key(request.headers, [k for k in (api_key, controller.worker_key) if k], "client")
+    def worker(request: Request): check_key(request.headers, [controller.worker_key], "worker")
 
     @app.post("/register_worker")
     async def register_worker(request: Request):
-        data = await _json_body(request)
-        name = _field(data, "worker_name", "/register_worker")
-        await asyncio.to_thread(controller.register_worker, name, data.get("check_heart_beat", True), data.get("worker_status"))
+        worker(request)
+        data = await request_json(request, limits)
+        check_heart_beat = boolean(data, "check_heart_beat", True, "/register_worker: ")
+        if "worker_name" not in data: raise BadRequest("/register_worker: the JSON body has no field 'worker_name' (the worker's http://host:port)")
+        name = data["worker_name"]
+        ok = await asyncio.to_thread(controller.register_worker, name, check_heart_beat, data.get("worker_status"))
+        if not ok: raise BadRequest(f"/register_worker: worker {name} did not answer /worker_get_status, so it was not registered", 502)
 
     @app.post("/refresh_all_workers")
-    async def refresh_all_workers(): await asyncio.to_thread(controller.refresh_all_workers)
+    async def refresh_all_workers(request: Request):
+        client(request)
+        await asyncio.to_thread(controller.refresh_all_workers)
 
     @app.post("/list_models")
-    async def list_models(): return {"models": controller.list_models()}
+    async def list_models(request: Request):
+        client(request)
+        return {"models": controller.list_models()}
 
     @app.post("/get_worker_address")
     async def get_worker_address(request: Request):
-        data = await _json_body(request)
-        return {"address": controller.get_worker_address(_field(data, "model", "/get_worker_address"))}
+        client(request)
+        data = await request_json(request, limits)
+        return {"address": controller.get_worker_address(string(data, "model", where="/get_worker_address: ", required=True))}
 
     @app.post("/receive_heart_beat")
     async def receive_heart_beat(request: Request):
-        data = await _json_body(request)
-        return {"exist": controller.receive_heart_beat(_field(data, "worker_name", "/receive_heart_beat"), data.get("queue_length", 0))}
+        worker(request)
+        data = await request_json(request, limits)
+        name = string(data, "worker_name", max_chars=2048, where="/receive_heart_beat: ", required=True)
+        queue_length = number(data, "queue_length", 0, 0, 1e9, integer=True, where="/receive_heart_beat: ")
+        return {"exist": controller.receive_heart_beat(name.rstrip("/"), queue_length)}
 
     @app.post("/worker_generate_stream")
     async def worker_generate_stream(request: Request):
-        params = await _json_body(request)
+        client(request)
+        params = await request_json(request, limits)
+        string(params, "model", where="/worker_generate_stream: ", required=True)
+        check_generate_params(params, limits, "/worker_generate_stream: ")
         return StreamingResponse(proxy_generate_stream(controller, request.app.state.client, params))
 
     @app.post("/worker_get_status")
-    async def worker_get_status(): return await asyncio.to_thread(controller.worker_api_get_status)
+    async def worker_get_status(request: Request):
+        client(request)
+        return await asyncio.to_thread(controller.worker_api_get_status)
 
     @app.api_route("/list_workers", methods=["GET", "POST"])
-    async def list_workers(): return controller.list_workers()
+    async def list_workers(request: Request):
+        client(request)
+        return controller.list_workers()
 
     return app
 
@@ -307,7 +382,7 @@ def stop_server(proc, timeout: float = 10.0) -> None:
 
 # %% ../../nbs/30_serve.controller.ipynb #6e58e948
 def main(argv: list[str] | None = None):
-    "Run the controller (the reference's flags, plus heartbeat expiry and the OpenAI-compatible API's options)."
+    "Run the controller (the reference's flags, plus heartbeat expiry, keys, limits and the OpenAI-compatible API's options)."
     parser = ArgumentParser(description="llava_nb controller: worker registry, dispatch, and an OpenAI-compatible API")
     parser.add_argument("--host", type=str, default="127.0.0.1")
     parser.add_argument("--port", type=int, default=21001)
@@ -315,17 +390,30 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--heart-beat-expiration", type=float, default=CONTROLLER_HEART_BEAT_EXPIRATION,
                         help="seconds without a heartbeat before a worker is dropped (env LLAVA_CONTROLLER_HEART_BEAT_EXPIRATION)")
     parser.add_argument("--api-key", type=str, default=os.environ.get("LLAVA_API_KEY"),
-                        help="require 'Authorization: Bearer KEY' on /v1/* (env LLAVA_API_KEY)")
+                        help="clients must send 'Authorization: Bearer KEY' to generate or read the registry (env LLAVA_API_KEY)")
+    parser.add_argument("--worker-key", type=str, default=os.environ.get("LLAVA_WORKER_KEY"),
+                        help="workers must send it to register and beat; the controller sends it to workers (env LLAVA_WORKER_KEY)")
+    parser.add_argument("--worker-networks", type=str, default=None,
+                        help="CIDRs worker addresses must resolve into, comma-separated, or 'any' "
+                             "(default: loopback when bound to loopback, else loopback and private networks)")
+    parser.add_argument("--max-request-mb", type=float, default=Limits.max_body_bytes / 2**20, help="largest request body, in MiB")
+    parser.add_argument("--max-images", type=int, default=Limits.max_images, help="images in one request")
     parser.add_argument("--allow-remote-images", action="store_true", help="let /v1/chat/completions fetch http(s) image URLs")
     parser.add_argument("--no-openai-api", action="store_true", help="serve only the reference's endpoints")
     parser.add_argument("--log-level", type=str, default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    controller = Controller(args.dispatch_method, heart_beat_expiration=args.heart_beat_expiration)
-    app = make_controller_app(controller)
+    try: networks = default_worker_networks(args.host) if args.worker_networks is None else parse_networks(args.worker_networks)
+    except ValueError as e: parser.error(f"--worker-networks: {e}")
+    if args.api_key and not args.worker_key:
+        logger.warning("--api-key is set but --worker-key is not: any process that can reach a network in --worker-networks can register a worker")
+    controller = Controller(args.dispatch_method, heart_beat_expiration=args.heart_beat_expiration,
+                            worker_networks=networks, worker_key=args.worker_key)
+    limits = Limits(max_body_bytes=int(args.max_request_mb * 2**20), max_images=args.max_images)
+    app = make_controller_app(controller, api_key=args.api_key, limits=limits)
     if not args.no_openai_api:
         from llava_nb.serve.openai_api import add_openai_routes
-        add_openai_routes(app, controller, api_key=args.api_key, allow_remote_images=args.allow_remote_images)
+        add_openai_routes(app, controller, api_key=args.api_key, allow_remote_images=args.allow_remote_images, limits=limits)
     import uvicorn
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

@@ -34,11 +34,12 @@ from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_T
 from ..mm_utils import expand_image_tokens_2023, get_model_name_from_path, process_images, tokenizer_image_token
 from ..model.llava import image_slots, pad_spliced, splice_sequence
 from .controller import (ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, encode_chunk, error_chunk, logger)
+from .edge import BadRequest, Limits, StopMatcher, bearer, check_generate_params, check_key, read_body, read_json
 
 # %% auto #0
-__all__ = ['RequestError', 'GenerationRequest', 'sample_next', 'find_stop', 'stable_prefix', 'detokenize_step',
-           'detokenize_flush', 'detokenize', 'merge_caches', 'trim_left', 'BatchEngine', 'decode_base64_image',
-           'parse_generate_params', 'ModelWorker', 'make_worker_app', 'worker_arg_parser', 'load_worker', 'main']
+__all__ = ['RequestError', 'GenerationRequest', 'sample_next', 'detokenize_step', 'detokenize_flush', 'detokenize',
+           'merge_caches', 'trim_left', 'BatchEngine', 'decode_base64_image', 'parse_generate_params', 'ModelWorker',
+           'make_worker_app', 'worker_arg_parser', 'load_worker', 'main']
 
 # %% ../../nbs/32_serve.model_worker.ipynb #ba3f3e99
 class RequestError(ValueError):
@@ -89,18 +90,6 @@ def sample_next(logits: torch.Tensor,  # (B, V) next-token logits
     sorted_p = sorted_p.masked_fill(drop, 0.0)
     choice = torch.multinomial(sorted_p, 1, generator=generator)
     return torch.where(greedy, out, order.gather(-1, choice).squeeze(-1))
-
-# %% ../../nbs/32_serve.model_worker.ipynb #06354fce
-def find_stop(text: str, stops: Sequence[str]) -> int:
-    "Where the first stop string starts in `text`, or -1."
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return min(hits) if hits else -1
-
-def stable_prefix(text: str, stops: Sequence[str]) -> str:
-    "`text` without a trailing partial stop string or replacement character (it may still change)."
-    text = text.rstrip("\ufffd")
-    hold = max([k for s in stops if s for k in range(1, len(s)) if text.endswith(s[:k])], default=0)
-    return text[:len(text) - hold]
 
 # %% ../../nbs/32_serve.model_worker.ipynb #5656ec1c
 def detokenize_step(tokenizer, ids: Sequence[int], prefix_offset: int, read_offset: int) -> tuple[str, int, int]:
@@ -159,6 +148,7 @@ class _Row:
     prefix_offset: int = 0
     read_offset: int = 0
     next_token: int | None = None
+    matcher: StopMatcher | None = None  # the request's stop strings, fed the text as it grows
 
 class BatchEngine:
     "Runs one model for many concurrent requests: prefill newcomers, join them to the running batch, decode, stream, stop per row."
@@ -171,6 +161,7 @@ class BatchEngine:
         self.tokenizer, self.model, self.image_processor, self.context_len = tokenizer, model, image_processor, context_len
         self.max_batch_size, self.feature_cache_size, self.max_new_tokens_limit = max_batch_size, feature_cache_size, max_new_tokens_limit
         self.model_name = model_name
+        self.max_prompt_chars = 32 * context_len  # far more than `context_len` tokens take, far less than a cost attack sends
         self.device = next(model.parameters()).device
         cfg = model.config
         self.is_2023 = getattr(cfg, "llava_format", "latest") == "2023" or getattr(cfg, "im_patch_token", None) is not None
@@ -277,32 +268,46 @@ class BatchEngine:
         with self.lock: self.active -= 1
         req.done.set()
 
-    def _final_text(self, row: _Row) -> str:
-        text = row.text + detokenize_flush(self.tokenizer, row.ids, row.prefix_offset, row.read_offset)
-        cut = find_stop(text, row.req.stop)
-        return text[:cut] if cut >= 0 else text
+    def _final_text(self, row: _Row) -> tuple[str, bool]:
+        "The row's whole text, the held-back end flushed, cut at a stop string; and whether one was found."
+        rest = detokenize_flush(self.tokenizer, row.ids, row.prefix_offset, row.read_offset)
+        cut = row.matcher.feed(rest)
+        text = row.text + rest
+        return (text[:cut], True) if cut >= 0 else (text, False)
 
-    def _step_rows(self, rows: list[_Row], tokens: torch.Tensor) -> list[bool]:
-        "Record each row's new token; stream; returns which rows go on."
+    def _step_row(self, row: _Row, tok: int | None) -> bool:
+        "Record one row's new token and stream it; whether the row goes on."
+        req = row.req
+        if req.cancelled: self._finish(row, "cancelled", text=row.sent); return False
+        if tok in self.eos_ids: self._finish(row, "stop", text=self._final_text(row)[0]); return False
+        row.ids.append(tok)
+        req.completion_tokens = len(row.ids)
+        delta, row.prefix_offset, row.read_offset = detokenize_step(self.tokenizer, row.ids, row.prefix_offset, row.read_offset)
+        cut = row.matcher.feed(delta)
+        text = row.text = row.text + delta
+        if cut >= 0: self._finish(row, "stop", text=text[:cut]); return False
+        if len(row.ids) >= row.budget:
+            final, stopped = self._final_text(row)
+            self._finish(row, "stop" if stopped else "length", text=final); return False
+        stable = text[:len(text) - row.matcher.held]
+        if stable != row.sent and len(row.ids) % max(1, req.stream_interval) == 0:
+            row.sent = stable; self._emit(row)
+        row.next_token, row.position = tok, row.position + 1
+        return True
+
+    def _step_rows(self, rows: list[_Row], tokens: list) -> list[bool]:
+        "Record each row's new token (None: its sampling failed); returns which rows go on. A row that fails ends alone, with its error."
         keep = []
-        for row, tok in zip(rows, tokens.tolist()):
-            req = row.req
-            if req.cancelled: self._finish(row, "cancelled", text=row.sent); keep.append(False); continue
-            if tok in self.eos_ids: self._finish(row, "stop", text=self._final_text(row)); keep.append(False); continue
-            row.ids.append(tok)
-            req.completion_tokens = len(row.ids)
-            delta, row.prefix_offset, row.read_offset = detokenize_step(self.tokenizer, row.ids, row.prefix_offset, row.read_offset)
-            text = row.text = row.text + delta
-            cut = find_stop(text, req.stop)
-            if cut >= 0: self._finish(row, "stop", text=text[:cut]); keep.append(False); continue
-            if len(row.ids) >= row.budget:
-                final = self._final_text(row)
-                self._finish(row, "stop" if find_stop(final, req.stop) >= 0 else "length", text=final); keep.append(False); continue
-            stable = stable_prefix(text, req.stop)
-            if stable != row.sent and len(row.ids) % max(1, req.stream_interval) == 0:
-                row.sent = stable; self._emit(row)
-            row.next_token, row.position = tok, row.position + 1
-            keep.append(True)
+        for row, tok in zip(rows, tokens):
+            try:
+                if isinstance(tok, Exception): raise tok
+                keep.append(self._step_row(row, tok))
+            except Exception as e:
+                logger.error(f"request failed in the decoding loop: {type(e).__name__}: {e}")
+                if not row.req.done.is_set():
+                    self._finish(row, "error", error=f"model worker ({self.model_name}): this request failed during decoding: "
+                                 f"{type(e).__name__}: {e}", error_type="server_error")
+                keep.append(False)
         return keep
 
     def _prefill(self, reqs: list[GenerationRequest]):
@@ -311,6 +316,9 @@ class BatchEngine:
         for req in reqs:
             row = _Row(req, budget=0, position=0)
             if req.cancelled: self._finish(row, "cancelled"); continue
+            try: self._check(req)
+            except Exception as ex:  # NaN temperature, top_k of 10**30, a stop that is not a string: this request alone fails
+                self._finish(row, "error", error=f"model worker ({self.model_name}): bad request: {ex}"); continue
             try: e = self.embed(req)
             except (RequestError, ImageLoadError, ValueError) as ex:
                 self._finish(row, "error", error=f"model worker ({self.model_name}): {ex}"); continue
@@ -318,6 +326,7 @@ class BatchEngine:
                 logger.exception("preparing a request failed")
                 self._finish(row, "error", error=f"model worker ({self.model_name}) could not prepare the request: {type(ex).__name__}: {ex}",
                              error_type="server_error"); continue
+            row.matcher = StopMatcher(req.stop)
             req.prompt_tokens = int(e.shape[0])
             if int(req.max_new_tokens) < 1: self._finish(row, "length", text=""); continue
             row.budget = min(int(req.max_new_tokens), self.max_new_tokens_limit, self.context_len - req.prompt_tokens)
@@ -344,11 +353,29 @@ class BatchEngine:
         cache, mask = trim_left(cache, mask[idx], self.model.config)
         return [rows[i] for i in idx], cache, mask
 
-    def _sample(self, rows: list[_Row], logits: torch.Tensor) -> torch.Tensor:
+    def _check(self, req: GenerationRequest) -> None:
+        "Refuse sampling values that would break a batch (the HTTP edge checks them too; in-process callers reach here directly)."
+        if len(req.prompt) > self.max_prompt_chars:  # tokenizing megabytes of text would hold the decoding thread for a minute
+            raise RequestError(f"the prompt is {len(req.prompt):,} characters; this worker refuses prompts over {self.max_prompt_chars:,} "
+                               f"characters before tokenizing them (its context is {self.context_len:,} tokens)")
+        check_generate_params({"prompt": req.prompt, "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k,
+                               "max_new_tokens": req.max_new_tokens, "stop": list(req.stop)}, Limits(max_prompt_chars=len(req.prompt)))
+
+    def _sample_rows(self, rows: list[_Row], logits: torch.Tensor) -> torch.Tensor:
         t = torch.tensor([float(r.req.temperature) for r in rows], device=logits.device)
         p = torch.tensor([float(r.req.top_p) for r in rows], device=logits.device)
         k = torch.tensor([int(r.req.top_k or 0) for r in rows], device=logits.device)
         return sample_next(logits, t, p, k)
+
+    def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list:
+        "Next token per row; if sampling the batch fails, each row alone, so a row that fails gets its exception and the others a token."
+        try: return self._sample_rows(rows, logits).tolist()
+        except Exception:
+            out = []
+            for i, row in enumerate(rows):
+                try: out.append(int(self._sample_rows([row], logits[i:i + 1])[0]))
+                except Exception as e: out.append(e)
+            return out
 
     def _take_waiting(self, room: int, block: bool) -> list[GenerationRequest]:
         reqs = []
@@ -394,15 +421,6 @@ class BatchEngine:
                 rows, cache, mask = [], None, None
 
 # %% ../../nbs/32_serve.model_worker.ipynb #997b3ac3
-def _number(params: dict, name: str, default, kind=float, low=None, high=None):
-    value = params.get(name, default)
-    if value is None: value = default
-    try: value = kind(value)
-    except (TypeError, ValueError): raise RequestError(f"field '{name}' must be a number, got {params.get(name)!r}") from None
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise RequestError(f"field '{name}' = {value} is out of range [{low}, {high}]")
-    return value
-
 def decode_base64_image(text: str, name: str) -> Image.Image:
     "An image sent to a worker: base64 (the protocol) or a data: URL; errors name the image and the cause."
     if text.strip()[:5].lower() == "data:": return load_image(text, name=name, allow_local=False, allow_remote=False)
@@ -410,31 +428,27 @@ def decode_base64_image(text: str, name: str) -> Image.Image:
     except (binascii.Error, ValueError) as e: raise ImageLoadError(name, f"not valid base64 ({e})") from None
     return load_image(data, name=name)
 
-def parse_generate_params(params: dict) -> GenerationRequest:
-    "Check a `/worker_generate_stream` body and turn it into a `GenerationRequest` (images decoded); errors name the field."
+def parse_generate_params(params: dict, limits: Limits = Limits()) -> GenerationRequest:
+    "Check a `/worker_generate_stream` body (`check_generate_params`) and turn it into a `GenerationRequest`, images decoded."
     if not isinstance(params, dict): raise RequestError("the request body must be a JSON object")
-    prompt = params.get("prompt")
-    if not isinstance(prompt, str): raise RequestError(f"field 'prompt' must be a string, got {type(prompt).__name__}")
-    images = params.get("images") or []
-    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-        raise RequestError("field 'images' must be a list of base64-encoded images")
-    stop = params.get("stop") or []
-    stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or not all(isinstance(x, str) for x in stop): raise RequestError("field 'stop' must be a string or a list of strings")
-    decoded = [decode_base64_image(b64, f"image #{i}") for i, b64 in enumerate(images)]
-    return GenerationRequest(prompt, decoded, temperature=_number(params, "temperature", 1.0, float, 0.0, 100.0),
-                             top_p=_number(params, "top_p", 1.0, float, 0.0, 1.0), top_k=_number(params, "top_k", 0, int, 0),
-                             max_new_tokens=_number(params, "max_new_tokens", 256, int, 0), stop=[x for x in stop if x],
-                             image_keys=[hashlib.sha1(b.encode()).hexdigest() for b in images])
+    try: p = check_generate_params(params, limits)
+    except BadRequest as e: raise RequestError(str(e)) from None
+    decoded = [decode_base64_image(b64, f"image #{i}") for i, b64 in enumerate(p["images"])]
+    return GenerationRequest(p["prompt"], decoded, temperature=p["temperature"], top_p=p["top_p"], top_k=p["top_k"],
+                             max_new_tokens=p["max_new_tokens"], stop=p["stop"],
+                             image_keys=[hashlib.sha1(b.encode()).hexdigest() for b in p["images"]])
 
 class ModelWorker:
     "One model behind the reference's worker endpoints, with a batching engine and the controller's heartbeats."
     def __init__(self, engine: BatchEngine, model_name: str,
                  controller_addr: str = "http://127.0.0.1:21001", worker_addr: str = "http://127.0.0.1:21002",
                  no_register: bool = False, heart_beat_interval: float = WORKER_HEART_BEAT_INTERVAL,
-                 stream_interval: int = 1, conv_mode: str | None = None):
+                 stream_interval: int = 1, conv_mode: str | None = None,
+                 worker_key: str | None = None,  # sent to the controller, and required from callers of this worker
+                 limits: Limits = Limits()):  # request sizes; prompts are also capped by the engine's context
         self.engine, self.model_name, self.controller_addr, self.worker_addr = engine, model_name, controller_addr.rstrip("/"), worker_addr.rstrip("/")
         self.no_register, self.heart_beat_interval, self.stream_interval, self.conv_mode = no_register, heart_beat_interval, stream_interval, conv_mode
+        self.worker_key, self.limits = worker_key, limits
         self.worker_id = uuid.uuid4().hex[:6]
 
     def get_status(self) -> dict:
@@ -452,9 +466,12 @@ class ModelWorker:
 
     async def register(self, client: httpx.AsyncClient) -> bool:
         try:
-            r = await client.post(self.controller_addr + "/register_worker",
+            r = await client.post(self.controller_addr + "/register_worker", headers=bearer(self.worker_key),
                                   json={"worker_name": self.worker_addr, "check_heart_beat": True, "worker_status": self.get_status()})
-            r.raise_for_status()
+            if r.status_code >= 400:
+                logger.error(f"the controller at {self.controller_addr} refused the registration of {self.worker_addr}: "
+                             f"HTTP {r.status_code} {r.text[:300]}; retrying with the next heartbeat")
+                return False
             logger.info(f"registered {self.worker_addr} ({self.model_name}) with the controller at {self.controller_addr}")
             return True
         except httpx.HTTPError as e:
@@ -464,7 +481,7 @@ class ModelWorker:
     async def send_heart_beat(self, client: httpx.AsyncClient) -> None:
         if self.no_register: return
         try:
-            r = await client.post(self.controller_addr + "/receive_heart_beat",
+            r = await client.post(self.controller_addr + "/receive_heart_beat", headers=bearer(self.worker_key),
                                   json={"worker_name": self.worker_addr, "queue_length": self.engine.queue_length})
             r.raise_for_status()
             if not r.json().get("exist", False): await self.register(client)
@@ -476,12 +493,8 @@ class ModelWorker:
             await asyncio.sleep(self.heart_beat_interval)
             await self.send_heart_beat(client)
 
-    async def generate_stream(self, params: dict, client: httpx.AsyncClient | None = None):
-        "The NUL-delimited chunks for one request (an async generator of bytes)."
-        try: req = await asyncio.to_thread(parse_generate_params, params)
-        except (RequestError, ImageLoadError) as e:
-            yield encode_chunk({"text": f"model worker ({self.model_name}): bad request: {e}", "error_code": ERROR_WORKER, "error_type": "invalid_request"})
-            return
+    async def generate_stream(self, req: GenerationRequest, client: httpx.AsyncClient | None = None):
+        "The NUL-delimited chunks for one checked request (an async generator of bytes)."
         req.stream_interval = self.stream_interval
         loop, updates = asyncio.get_running_loop(), asyncio.Queue()
         req.callback = lambda u: loop.call_soon_threadsafe(updates.put_nowait, u)
@@ -496,8 +509,13 @@ class ModelWorker:
             req.cancelled = True  # a client that hangs up frees its row at the next step
             if client is not None: asyncio.ensure_future(self.send_heart_beat(client))
 
+def _refusal(worker: ModelWorker, message: str, status: int = 400) -> JSONResponse:
+    "A request refused before it is queued: a 4xx JSON body that is also one chunk of the reference's stream."
+    text = f"model worker ({worker.model_name}): bad request: {message}"
+    return JSONResponse({"text": text, "error_code": ERROR_WORKER, "error_type": "invalid_request", "error": text}, status_code=status)
+
 def make_worker_app(worker: ModelWorker) -> FastAPI:
-    "The reference's worker endpoints (`/worker_generate_stream`, `/worker_get_status`) plus `/model_details`."
+    "The reference's worker endpoints (`/worker_generate_stream`, `/worker_get_status`) plus `/model_details`; with a worker key, all need it."
     @asynccontextmanager
     async def lifespan(app):
         app.state.client = httpx.AsyncClient(timeout=10.0)
@@ -512,19 +530,29 @@ def make_worker_app(worker: ModelWorker) -> FastAPI:
     app = FastAPI(title=f"llava_nb model worker ({worker.model_name})", lifespan=lifespan)
     app.state.worker = worker
 
+    @app.exception_handler(BadRequest)
+    async def bad_request(request, exc: BadRequest): return _refusal(worker, str(exc), exc.status)
+
+    def caller(request: Request): check_key(request.headers, [worker.worker_key], "worker")
+
     @app.post("/worker_generate_stream")
     async def worker_generate_stream(request: Request):
-        try: params = await request.json()
-        except ValueError as e: params = {"__error__": f"the request body is not JSON ({e})"}
-        if "__error__" in params:
-            return StreamingResponse(iter([error_chunk(ERROR_WORKER, f"model worker ({worker.model_name}): bad request: {params['__error__']}")]))
-        return StreamingResponse(worker.generate_stream(params, request.app.state.client))
+        caller(request)
+        limits = worker.limits
+        raw = await read_body(request, limits)
+        try: req = await asyncio.to_thread(parse_generate_params, read_json(raw, limits), limits)
+        except (RequestError, ImageLoadError) as e: return _refusal(worker, str(e))
+        return StreamingResponse(worker.generate_stream(req, request.app.state.client))
 
     @app.post("/worker_get_status")
-    async def worker_get_status(): return worker.get_status()
+    async def worker_get_status(request: Request):
+        caller(request)
+        return worker.get_status()
 
     @app.api_route("/model_details", methods=["GET", "POST"])
-    async def model_details(): return worker.model_details()
+    async def model_details(request: Request):
+        caller(request)
+        return worker.model_details()
 
     return app
 
@@ -551,6 +579,10 @@ def worker_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--heart-beat-interval", type=float, default=WORKER_HEART_BEAT_INTERVAL)
     p.add_argument("--conv-mode", type=str, default=None, help="the conversation template clients should use (default: from the model name)")
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest for tiny models on a busy machine)")
+    p.add_argument("--worker-key", type=str, default=os.environ.get("LLAVA_WORKER_KEY"),
+                   help="sent to the controller to register and beat, and required from callers of this worker (env LLAVA_WORKER_KEY)")
+    p.add_argument("--max-request-mb", type=float, default=Limits.max_body_bytes / 2**20, help="largest request body, in MiB")
+    p.add_argument("--max-images", type=int, default=Limits.max_images, help="images in one request")
     p.add_argument("--log-level", type=str, default="info")
     return p
 
@@ -565,7 +597,8 @@ def load_worker(args: argparse.Namespace) -> ModelWorker:
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     return ModelWorker(engine, name, args.controller_address, args.worker_address or f"http://{host}:{args.port}",
                        no_register=args.no_register, heart_beat_interval=args.heart_beat_interval,
-                       stream_interval=args.stream_interval, conv_mode=args.conv_mode)
+                       stream_interval=args.stream_interval, conv_mode=args.conv_mode, worker_key=args.worker_key,
+                       limits=Limits(max_body_bytes=int(args.max_request_mb * 2**20), max_images=args.max_images))
 
 def main(argv: list[str] | None = None):
     "Run a model worker (the reference's flags)."

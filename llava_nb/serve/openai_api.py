@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ..conversation import conv_template_for_model, get_conv_template, stop_string
 from ..core import DEFAULT_IMAGE_TOKEN, ImageLoadError, image_to_base64, load_image
 from .controller import (ERROR_NO_WORKER, ERROR_OK, Controller, ChunkDecoder, logger, proxy_generate_stream)
+from .edge import BadRequest, Limits, StopMatcher, bearer, check_key, number, request_json, stop_strings
 
 # %% auto #0
 __all__ = ['OpenAIError', 'parse_messages', 'render_prompt', 'add_openai_routes']
@@ -33,17 +34,17 @@ class OpenAIError(Exception):
 
 def _bad(message: str, param: str | None = None, code: str | None = None) -> OpenAIError: return OpenAIError(400, message, param=param, code=code)
 
-def _num(body: dict, name: str, default, low, high, kind=float):
-    value = body.get(name)
-    if value is None: return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise _bad(f"'{name}' must be {'an integer' if kind is int else 'a number'}, got {json.dumps(value)}", name)
-    if not low <= value <= high: raise _bad(f"'{name}' must be between {low} and {high}, got {value}", name)
-    return kind(value)
+def _openai_error(exc: BadRequest) -> OpenAIError:
+    "A refusal at the edge in OpenAI's form."
+    code = {401: "invalid_api_key", 413: "request_too_large"}.get(exc.status)
+    return OpenAIError(exc.status, str(exc), param=exc.field, code=code)
 
-def parse_messages(messages, allow_remote_images: bool = False) -> tuple[str | None, list[tuple[str, str]], list[str]]:
+def parse_messages(messages, allow_remote_images: bool = False,
+                   limits: Limits = Limits(),  # images per request, characters of text
+                  ) -> tuple[str | None, list[tuple[str, str]], list[str]]:
     "Check OpenAI `messages`: returns (system text, [(role, text with <image> in place)], [base64 images])."
     if not isinstance(messages, list) or not messages: raise _bad("'messages' must be a non-empty array", "messages")
+    _check_sizes(messages, limits)
     system, turns, images = None, [], []
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
@@ -80,6 +81,18 @@ def parse_messages(messages, allow_remote_images: bool = False) -> tuple[str | N
     if turns[-1][0] != "user": raise _bad("the last message must be from the user: the model answers it", "messages")
     return system, turns, images
 
+def _check_sizes(messages: list, limits: Limits) -> None:
+    "Count images and characters before any image is decoded or any text rendered."
+    parts = [p for m in messages if isinstance(m, dict) and isinstance(m.get("content"), list) for p in m["content"]]
+    n_images = sum(isinstance(p, dict) and p.get("type") == "image_url" for p in parts)
+    if n_images > limits.max_images:
+        raise _bad(f"the messages hold {n_images} images; at most {limits.max_images} are accepted in one request", "messages")
+    texts = [m.get("content") for m in messages if isinstance(m, dict)] + [p.get("text") for p in parts if isinstance(p, dict)]
+    chars = sum(len(t) for t in texts if isinstance(t, str))
+    if chars > limits.max_prompt_chars:
+        raise _bad(f"the messages hold {chars:,} characters of text, over the limit of {limits.max_prompt_chars:,}", "messages",
+                   "context_length_exceeded")
+
 def render_prompt(conv_mode: str, system: str | None, turns: list[tuple[str, str]]) -> tuple[str, str]:
     "The prompt for `turns` in template `conv_mode`, and the template's stop string (as the reference web UI picks it)."
     conv = get_conv_template(conv_mode)
@@ -96,14 +109,19 @@ def _error_from_chunk(chunk: dict) -> OpenAIError:
     if code == 1 and chunk.get("error_type") == "invalid_request": return OpenAIError(400, text, code="invalid_request")
     return OpenAIError(502 if code in (1, 3) else 500, text, "server_error", code="worker_error")
 
-def _held_back(text: str, stops: list[str]) -> int:
-    "How many characters at the end of `text` could begin a stop string (not sent until the next chunk says)."
-    return max([k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])], default=0)
-
 class _Completion:
     "Follows a worker's cumulative chunks and turns them into OpenAI text deltas, cutting at the stop strings the worker was not sent."
     def __init__(self, prompt: str, stops: list[str] = ()):
         self.prompt, self.stops, self.sent, self.finish_reason, self.usage, self.done = prompt, list(stops), "", None, None, False
+        self.matcher, self.matched = StopMatcher(self.stops), ""  # `matched`: the text fed to the matcher so far
+
+    def _find_stop(self, text: str) -> int:
+        "Feed the matcher what is new in `text` (all of it again if a worker rewrote earlier text): where a stop string starts, or -1."
+        if not text.startswith(self.matched): self.matcher, self.matched = StopMatcher(self.stops), ""
+        cut = self.matcher.feed(text[len(self.matched):])
+        self.matched = text
+        return cut
+
     def delta(self, chunk: dict) -> str:
         if chunk.get("error_code", ERROR_OK) != ERROR_OK: raise _error_from_chunk(chunk)
         if chunk.get("finish_reason") == "context_length":
@@ -111,9 +129,9 @@ class _Completion:
         text = chunk["text"][len(self.prompt):] if chunk["text"].startswith(self.prompt) else chunk["text"]
         if chunk.get("usage"): self.usage = chunk["usage"]
         if chunk.get("finish_reason"): self.finish_reason = "length" if chunk["finish_reason"] == "length" else "stop"
-        cuts = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if cuts: text, self.finish_reason, self.done = text[:min(cuts)], "stop", True
-        elif not chunk.get("finish_reason"): text = text[:len(text) - _held_back(text, self.stops)]
+        cut = self._find_stop(text)
+        if cut >= 0: text, self.finish_reason, self.done = text[:cut], "stop", True
+        elif not chunk.get("finish_reason"): text = text[:len(text) - self.matcher.held]
         if not text.startswith(self.sent): return ""
         new, self.sent = text[len(self.sent):], text
         return new
@@ -122,34 +140,39 @@ async def _chunks(controller, client, params):
     decoder = ChunkDecoder()
     async for data in proxy_generate_stream(controller, client, params):
         for chunk in decoder.feed(data): yield chunk
+    for chunk in decoder.close(): yield chunk
 
 def add_openai_routes(app: FastAPI, controller: Controller,
                       api_key: str | None = None,  # require `Authorization: Bearer <api_key>` on /v1/*
                       allow_remote_images: bool = False,  # fetch http(s) image URLs
-                      default_max_tokens: int = 256) -> FastAPI:
+                      default_max_tokens: int = 256,
+                      limits: Limits = Limits(),  # body size, images, characters, stop strings, max_tokens
+                     ) -> FastAPI:
     "Add the OpenAI-compatible `/v1/models` and `/v1/chat/completions` to a controller app."
     conv_modes: dict[str, str] = {}
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request, exc: OpenAIError): return JSONResponse(exc.body(), status_code=exc.status)
 
-    def check_key(request: Request):
-        if api_key is None: return
-        auth = request.headers.get("authorization", "")
-        if not auth.lower().startswith("bearer ") or auth[7:].strip() != api_key:
-            raise OpenAIError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>' (the key the controller was started with)",
-                              "invalid_request_error", code="invalid_api_key")
+    reference_refusal = app.exception_handlers.get(BadRequest)
+    @app.exception_handler(BadRequest)
+    async def refused(request, exc: BadRequest):  # OpenAI's error body under /v1, the controller's elsewhere
+        if request.url.path.startswith("/v1") or reference_refusal is None: return await openai_error(request, _openai_error(exc))
+        return await reference_refusal(request, exc)
+
+    def check_client(request: Request):
+        if api_key: check_key(request.headers, [k for k in (api_key, controller.worker_key) if k], "client")
 
     def model_card(name: str) -> dict: return {"id": name, "object": "model", "created": 0, "owned_by": "llava_nb"}
 
     @app.get("/v1/models")
     async def models(request: Request):
-        check_key(request)
+        check_client(request)
         return {"object": "list", "data": [model_card(m) for m in controller.list_models()]}
 
     @app.get("/v1/models/{model:path}")
     async def model(model: str, request: Request):
-        check_key(request)
+        check_client(request)
         if model not in controller.list_models(): raise OpenAIError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
         return model_card(model)
 
@@ -161,7 +184,7 @@ def add_openai_routes(app: FastAPI, controller: Controller,
             with controller.lock:  # asking for an address counted a request in shortest_queue: undo it
                 if address in controller.worker_info: controller.worker_info[address].queue_length = max(0, controller.worker_info[address].queue_length - 1)
             try:
-                r = await client.post(address + "/model_details", timeout=5.0)
+                r = await client.post(address + "/model_details", timeout=5.0, headers=bearer(controller.worker_key))
                 if r.status_code == 200: mode = r.json().get("conv_mode")
             except (httpx.HTTPError, ValueError): pass
         if mode is None:
@@ -173,28 +196,23 @@ def add_openai_routes(app: FastAPI, controller: Controller,
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        check_key(request)
-        try: body = await request.json()
-        except ValueError as e: raise _bad(f"the request body is not valid JSON ({e})") from None
-        if not isinstance(body, dict): raise _bad("the request body must be a JSON object")
+        check_client(request)
+        body = await request_json(request, limits, "the request body")
         model = body.get("model")
         if not isinstance(model, str) or not model: raise _bad("'model' is required (a string; see GET /v1/models)", "model")
         if model not in controller.list_models():
             raise OpenAIError(404, f"The model '{model}' does not exist or no worker serves it now; models: "
                               f"{', '.join(controller.list_models()) or 'none'}", param="model", code="model_not_found")
         if body.get("n") not in (None, 1): raise _bad(f"only n=1 is supported (one answer per request), got n={json.dumps(body.get('n'))}", "n")
-        temperature = _num(body, "temperature", 1.0, 0.0, 2.0)
-        top_p = _num(body, "top_p", 1.0, 0.0, 1.0)
-        max_tokens = body.get("max_completion_tokens") if body.get("max_tokens") is None else body.get("max_tokens")
-        max_tokens = _num({"max_tokens": max_tokens}, "max_tokens", default_max_tokens, 1, 1_000_000, int)
-        stop = body.get("stop")
-        stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
-        if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
-            raise _bad("'stop' must be a string or an array of up to 4 strings", "stop")
+        temperature = number(body, "temperature", 1.0, 0.0, 2.0)
+        top_p = number(body, "top_p", 1.0, 0.0, 1.0)
+        tokens_field = "max_completion_tokens" if body.get("max_tokens") is None else "max_tokens"
+        max_tokens = number(body, tokens_field, default_max_tokens, 1, limits.max_new_tokens, integer=True)
+        stop = stop_strings(body.get("stop"), limits)
         stream = body.get("stream", False)
         if not isinstance(stream, bool): raise _bad("'stream' must be true or false", "stream")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if isinstance(body.get("stream_options"), (dict, type(None))) else False
-        system, turns, images = await asyncio.to_thread(parse_messages, body.get("messages"), allow_remote_images)
+        system, turns, images = await asyncio.to_thread(parse_messages, body.get("messages"), allow_remote_images, limits)
         client = request.app.state.client
         prompt, template_stop = render_prompt(await conv_mode_for(model, client), system, turns)
         stops = [s for s in dict.fromkeys([template_stop, *stop]) if s]
