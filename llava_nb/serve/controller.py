@@ -232,10 +232,14 @@ async def proxy_generate_stream(controller: Controller, client: httpx.AsyncClien
                     tried.append(address)
                     tried_errors.append(_worker_down(controller, address, RuntimeError(f"it answered HTTP {r.status_code}")))
                     continue
-                if r.status_code != 200:
-                    body = (await r.aread()).decode(errors="replace")[:500]
+                if r.status_code != 200:  # the worker refused the request: pass its own error chunk on
+                    body = await r.aread()
+                    chunk = ChunkDecoder._decode(body[:100_000])
                     hint = " (the controller's --worker-key must match the worker's)" if r.status_code == 401 else ""
-                    yield error_chunk(ERROR_WORKER, f"worker {address} answered HTTP {r.status_code}{hint}: {body}")
+                    if chunk.get("error_code", ERROR_OK) == ERROR_OK or hint:
+                        chunk = {"text": f"worker {address} answered HTTP {r.status_code}{hint}: {body[:500].decode(errors='replace')}",
+                                 "error_code": ERROR_WORKER}
+                    yield encode_chunk(chunk)
                     return
                 async for data in r.aiter_raw(): yield data
             return

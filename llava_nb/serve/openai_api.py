@@ -39,6 +39,11 @@ def _openai_error(exc: BadRequest) -> OpenAIError:
     code = {401: "invalid_api_key", 413: "request_too_large"}.get(exc.status)
     return OpenAIError(exc.status, str(exc), param=exc.field, code=code)
 
+def _typed_text(text: str, where: str) -> str:
+    "Text a client typed; an '<image>' in it would be taken for an image slot."
+    if DEFAULT_IMAGE_TOKEN in text: raise _bad(f"{where}: the text contains '<image>'; send images as image_url content parts", where)
+    return text
+
 def parse_messages(messages, allow_remote_images: bool = False,
                    limits: Limits = Limits(),  # images per request, characters of text
                   ) -> tuple[str | None, list[tuple[str, str]], list[str]]:
@@ -52,13 +57,13 @@ def parse_messages(messages, allow_remote_images: bool = False,
         role, content = m.get("role"), m.get("content")
         if role not in ("system", "developer", "user", "assistant"):
             raise _bad(f"{where}.role must be 'system', 'user' or 'assistant', got {json.dumps(role)}", f"{where}.role")
-        if isinstance(content, str): text = content
+        if isinstance(content, str): text = _typed_text(content, where)
         elif isinstance(content, list):
             pieces, n_images = [], 0
             for j, part in enumerate(content):
                 pwhere = f"{where}.content[{j}]"
                 kind = part.get("type") if isinstance(part, dict) else None
-                if kind == "text" and isinstance(part.get("text"), str): pieces.append(part["text"])
+                if kind == "text" and isinstance(part.get("text"), str): pieces.append(_typed_text(part["text"], pwhere))
                 elif kind == "image_url":
                     if role != "user": raise _bad(f"{pwhere}: images are only accepted in user messages", pwhere)
                     url = part.get("image_url")
@@ -71,8 +76,6 @@ def parse_messages(messages, allow_remote_images: bool = False,
             text = (DEFAULT_IMAGE_TOKEN + "\n") * n_images + "".join(pieces)  # images first, as LLaVA is trained
         elif content is None and role == "assistant": text = ""
         else: raise _bad(f"{where}.content must be a string or an array of content parts", f"{where}.content")
-        if isinstance(content, str) and DEFAULT_IMAGE_TOKEN in content:
-            raise _bad(f"{where}: the text contains '<image>'; send images as image_url content parts", f"{where}.content")
         if role in ("system", "developer"):
             system = text if system is None else system + "\n" + text
         elif turns and turns[-1][0] == role: turns[-1] = (role, turns[-1][1] + "\n" + text)  # consecutive turns of one role: joined
