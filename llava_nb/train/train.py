@@ -24,7 +24,7 @@ from .args import DataArguments, ModelArguments, TrainingArguments, parse_args
 
 # %% auto #0
 __all__ = ['lm_linear_targets', 'template_for_version', 'projector_state', 'non_lora_trainables', 'LLaVATrainer',
-           'save_stage_files', 'train']
+           'save_stage_files', 'last_complete_checkpoint', 'train']
 
 # %% ../../nbs/21_train.train.ipynb #f4d402e5
 def lm_linear_targets(model) -> str:
@@ -77,14 +77,32 @@ class LLaVATrainer(Trainer):
         folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
         save_stage_files(self.model, self.args, folder)
 
+def _save_atomically(state: dict, path: Path) -> None:
+    "torch.save to a temporary name, then rename: a run killed while saving never leaves a half-written file under `path`."
+    part = path.with_name(path.name + ".part")
+    torch.save(state, part)
+    part.replace(path)
+
 def save_stage_files(model, args: TrainingArguments, folder: Path) -> None:
     "Write what a stage's output is made of into `folder`: mm_projector.bin (stage 1), non_lora_trainables.bin (LoRA), config.json."
     folder.mkdir(parents=True, exist_ok=True)
     config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
     if getattr(config, "tune_mm_mlp_adapter", False):
-        torch.save(projector_state(model, getattr(config, "mm_use_im_start_end", False)), folder / "mm_projector.bin")
-    if args.lora_enable: torch.save(non_lora_trainables(model), folder / "non_lora_trainables.bin")
+        _save_atomically(projector_state(model, getattr(config, "mm_use_im_start_end", False)), folder / "mm_projector.bin")
+    if args.lora_enable: _save_atomically(non_lora_trainables(model), folder / "non_lora_trainables.bin")
     config.save_pretrained(folder)
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    "The newest `checkpoint-N` in `output_dir` written to the end; a run killed while saving leaves the newest one half-written."
+    def step(folder: Path) -> int: return int(folder.name.split("-")[-1])
+    folders = sorted((f for f in Path(output_dir).glob("checkpoint-*") if f.is_dir() and f.name.split("-")[-1].isdigit()), key=step)
+    for folder in reversed(folders):
+        try:  # transformers writes trainer_state.json after the weights, optimizer, scheduler and RNG states
+            json.loads((folder / "trainer_state.json").read_text())
+            return folder
+        except (OSError, ValueError):
+            logging.getLogger("llava_nb.train").warning(f"{folder} was not written to the end (the run stopped while saving it): not resuming from it")
+    return None
 
 # %% ../../nbs/21_train.train.ipynb #8bf473ba
 def _build_model(model_args: ModelArguments, training_args: TrainingArguments, dtype: torch.dtype):
@@ -153,8 +171,8 @@ def train(argv: list[str] | None = None) -> LLaVATrainer:
                                     on_error="skip" if data_args.skip_bad_records else "raise")
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
                            data_collator=DataCollatorForSupervisedDataset(tokenizer, training_args.model_max_length))
-    resume = training_args.resume_from_checkpoint or (bool(list(Path(training_args.output_dir).glob("checkpoint-*"))) or None)
-    trainer.train(resume_from_checkpoint=resume)
+    resume = training_args.resume_from_checkpoint or last_complete_checkpoint(training_args.output_dir)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_state()
     _save_output(trainer, model, model_args, training_args, tokenizer)
     problems = {k: v for k, v in dataset.stats.items() if k not in ("records",) and v}
