@@ -29,7 +29,7 @@ class BadRequest(ValueError):
 @dataclass
 class Limits:
     "What one request may ask for; larger requests are refused with a message naming the limit."
-    max_body_bytes: int = 32 * 1024 * 1024  # the whole HTTP body (base64 images included)
+    max_body_bytes: int = 20 * 1024 * 1024  # the whole HTTP body (base64 images included): a few photos, never 30 MB
     max_json_depth: int = 32  # nesting of arrays and objects
     max_prompt_chars: int = 1_000_000  # prompt text, counted before any tokenization
     max_images: int = 8  # images in one request
