@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 # %% auto #0
 __all__ = ['LOOPBACK_NETWORKS', 'PRIVATE_NETWORKS', 'BadRequest', 'Limits', 'read_json', 'read_body', 'request_json', 'number',
-           'string', 'boolean', 'stop_strings', 'check_generate_params', 'StopMatcher', 'bearer', 'has_key',
-           'check_key', 'parse_networks', 'default_worker_networks', 'resolve', 'check_worker_url']
+           'check_text', 'string', 'boolean', 'stop_strings', 'check_generate_params', 'StopMatcher', 'bearer',
+           'has_key', 'check_key', 'parse_networks', 'default_worker_networks', 'resolve', 'check_worker_url']
 
 # %% ../../nbs/29_serve.edge.ipynb #d79d8804
 class BadRequest(ValueError):
@@ -116,6 +116,13 @@ def number(body: dict, name: str, default: float | int | None, low: float, high:
     if not low <= value <= high: raise BadRequest(f"{where}'{name}' must be between {low:g} and {high:g}, got {_show(value)}", field=name)
     return int(value) if integer else float(value)
 
+def check_text(text: str, name: str, where: str = "") -> str:
+    "`text` if it is valid Unicode: JSON's `\\ud800` escapes can make lone surrogates, which no tokenizer can encode."
+    try: text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadRequest(f"{where}'{name}' is not valid Unicode: a lone surrogate (U+{ord(text[e.start]):04X}) at character {e.start}", field=name) from None
+    return text
+
 def string(body: dict, name: str, default: str | None = None, max_chars: int = 256, where: str = "",
            required: bool = False) -> str | None:
     "The field `name` of `body` as a string of at most `max_chars` characters."
@@ -125,7 +132,7 @@ def string(body: dict, name: str, default: str | None = None, max_chars: int = 2
         return default
     if not isinstance(value, str): raise BadRequest(f"{where}'{name}' must be a string, got {_show(value)}", field=name)
     if len(value) > max_chars: raise BadRequest(f"{where}'{name}' is {len(value):,} characters, over the limit of {max_chars:,}", field=name)
-    return value
+    return check_text(value, name, where)
 
 def boolean(body: dict, name: str, default: bool, where: str = "") -> bool:
     value = body.get(name)
@@ -143,7 +150,7 @@ def stop_strings(value: Any, limits: Limits = Limits(), name: str = "stop", wher
         raise BadRequest(f"{where}'{name}' has {len(stops)} strings; at most {limits.max_stop_strings} are accepted", field=name)
     long = [len(s) for s in stops if len(s) > limits.max_stop_chars]
     if long: raise BadRequest(f"{where}'{name}' has a string of {long[0]:,} characters; at most {limits.max_stop_chars:,} are accepted", field=name)
-    return [s for s in stops if s]
+    return [check_text(s, name, where) for s in stops if s]
 
 # %% ../../nbs/29_serve.edge.ipynb #4f5f48a0
 def check_generate_params(params: dict, limits: Limits = Limits(), where: str = "") -> dict:

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ..conversation import conv_template_for_model, get_conv_template, stop_string
 from ..core import DEFAULT_IMAGE_TOKEN, ImageLoadError, image_to_base64, load_image
 from .controller import (ERROR_NO_WORKER, ERROR_OK, Controller, ChunkDecoder, logger, proxy_generate_stream)
-from .edge import BadRequest, Limits, StopMatcher, bearer, check_key, number, request_json, stop_strings
+from .edge import BadRequest, Limits, StopMatcher, bearer, boolean, check_key, check_text, number, request_json, stop_strings, string
 
 # %% auto #0
 __all__ = ['OpenAIError', 'parse_messages', 'render_prompt', 'add_openai_routes']
@@ -42,7 +42,8 @@ def _openai_error(exc: BadRequest) -> OpenAIError:
 def _typed_text(text: str, where: str) -> str:
     "Text a client typed; an '<image>' in it would be taken for an image slot."
     if DEFAULT_IMAGE_TOKEN in text: raise _bad(f"{where}: the text contains '<image>'; send images as image_url content parts", where)
-    return text
+    try: return check_text(text, "text", f"{where}: ")
+    except BadRequest as e: raise _bad(str(e), where) from None
 
 def parse_messages(messages, allow_remote_images: bool = False,
                    limits: Limits = Limits(),  # images per request, characters of text
@@ -201,8 +202,8 @@ def add_openai_routes(app: FastAPI, controller: Controller,
     async def chat_completions(request: Request):
         check_client(request)
         body = await request_json(request, limits, "the request body")
-        model = body.get("model")
-        if not isinstance(model, str) or not model: raise _bad("'model' is required (a string; see GET /v1/models)", "model")
+        model = string(body, "model", max_chars=limits.max_name_chars)
+        if not model: raise _bad("'model' is required (a string; see GET /v1/models)", "model")
         if model not in controller.list_models():
             raise OpenAIError(404, f"The model '{model}' does not exist or no worker serves it now; models: "
                               f"{', '.join(controller.list_models()) or 'none'}", param="model", code="model_not_found")
@@ -214,7 +215,9 @@ def add_openai_routes(app: FastAPI, controller: Controller,
         stop = stop_strings(body.get("stop"), limits)
         stream = body.get("stream", False)
         if not isinstance(stream, bool): raise _bad("'stream' must be true or false", "stream")
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if isinstance(body.get("stream_options"), (dict, type(None))) else False
+        options = body.get("stream_options") or {}
+        if not isinstance(options, dict): raise _bad("'stream_options' must be an object such as {\"include_usage\": true}", "stream_options")
+        include_usage = boolean(options, "include_usage", False, "stream_options.")
         system, turns, images = await asyncio.to_thread(parse_messages, body.get("messages"), allow_remote_images, limits)
         client = request.app.state.client
         prompt, template_stop = render_prompt(await conv_mode_for(model, client), system, turns)
