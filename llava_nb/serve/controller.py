@@ -276,7 +276,9 @@ def make_controller_app(controller: Controller,
         task.cancel()
         await app.state.client.aclose()
 
-    app = FastAPI(title="llava_nb controller", lifespan=lifespan)
+    keyed = bool(api_key or controller.worker_key)  # then FastAPI's own pages (/docs, /openapi.json) are off too
+    app = FastAPI(title="llava_nb controller", lifespan=lifespan, docs_url=None if keyed else "/docs",
+                  redoc_url=None if keyed else "/redoc", openapi_url=None if keyed else "/openapi.json")
     app.state.controller, app.state.api_key, app.state.limits = controller, api_key, limits
 
     @app.exception_handler(BadRequest)

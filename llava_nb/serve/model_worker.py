@@ -527,7 +527,9 @@ def make_worker_app(worker: ModelWorker) -> FastAPI:
         for t in tasks: t.cancel()
         await app.state.client.aclose()
 
-    app = FastAPI(title=f"llava_nb model worker ({worker.model_name})", lifespan=lifespan)
+    keyed = worker.worker_key is not None  # then FastAPI's own pages (/docs, /openapi.json) are off too
+    app = FastAPI(title=f"llava_nb model worker ({worker.model_name})", lifespan=lifespan, docs_url=None if keyed else "/docs",
+                  redoc_url=None if keyed else "/redoc", openapi_url=None if keyed else "/openapi.json")
     app.state.worker = worker
 
     @app.exception_handler(BadRequest)
