@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..conversation import conv_template_for_model, get_conv_template, stop_string
-from ..core import DEFAULT_IMAGE_TOKEN, ImageLoadError, image_to_base64, load_image
+from ..core import DEFAULT_IMAGE_TOKEN, ImageLoadError, image_to_base64, load_image, parse_remote_allow
 from .controller import (ERROR_NO_WORKER, ERROR_OK, Controller, ChunkDecoder, logger, proxy_generate_stream)
 
 # %% auto #0
@@ -41,7 +41,7 @@ def _num(body: dict, name: str, default, low, high, kind=float):
     if not low <= value <= high: raise _bad(f"'{name}' must be between {low} and {high}, got {value}", name)
     return kind(value)
 
-def parse_messages(messages, allow_remote_images: bool = False) -> tuple[str | None, list[tuple[str, str]], list[str]]:
+def parse_messages(messages, allow_remote_images: bool = False, remote_image_allow=None) -> tuple[str | None, list[tuple[str, str]], list[str]]:
     "Check OpenAI `messages`: returns (system text, [(role, text with <image> in place)], [base64 images])."
     if not isinstance(messages, list) or not messages: raise _bad("'messages' must be a non-empty array", "messages")
     system, turns, images = None, [], []
@@ -63,7 +63,7 @@ def parse_messages(messages, allow_remote_images: bool = False) -> tuple[str | N
                     url = part.get("image_url")
                     url = url.get("url") if isinstance(url, dict) else url
                     if not isinstance(url, str): raise _bad(f"{pwhere}.image_url.url must be a string", f"{pwhere}.image_url")
-                    try: image = load_image(url, name=pwhere, allow_remote=allow_remote_images, allow_local=False)
+                    try: image = load_image(url, name=pwhere, allow_remote=allow_remote_images, allow_local=False, remote_allow=remote_image_allow)
                     except ImageLoadError as e: raise _bad(f"invalid image: {e}", f"{pwhere}.image_url", "invalid_image") from None
                     images.append(image_to_base64(image)); n_images += 1
                 else: raise _bad(f"{pwhere} must be {{'type': 'text', 'text': ...}} or {{'type': 'image_url', 'image_url': {{'url': ...}}}}", pwhere)
@@ -126,9 +126,11 @@ async def _chunks(controller, client, params):
 def add_openai_routes(app: FastAPI, controller: Controller,
                       api_key: str | None = None,  # require `Authorization: Bearer <api_key>` on /v1/*
                       allow_remote_images: bool = False,  # fetch http(s) image URLs
+                      remote_image_allow: str | list | None = None,  # networks (CIDR) and host names images may come from besides public addresses
                       default_max_tokens: int = 256) -> FastAPI:
     "Add the OpenAI-compatible `/v1/models` and `/v1/chat/completions` to a controller app."
     conv_modes: dict[str, str] = {}
+    remote_image_allow = parse_remote_allow(remote_image_allow)  # a malformed entry fails here, at startup
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request, exc: OpenAIError): return JSONResponse(exc.body(), status_code=exc.status)
@@ -194,7 +196,7 @@ def add_openai_routes(app: FastAPI, controller: Controller,
         stream = body.get("stream", False)
         if not isinstance(stream, bool): raise _bad("'stream' must be true or false", "stream")
         include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if isinstance(body.get("stream_options"), (dict, type(None))) else False
-        system, turns, images = await asyncio.to_thread(parse_messages, body.get("messages"), allow_remote_images)
+        system, turns, images = await asyncio.to_thread(parse_messages, body.get("messages"), allow_remote_images, remote_image_allow)
         client = request.app.state.client
         prompt, template_stop = render_prompt(await conv_mode_for(model, client), system, turns)
         stops = [s for s in dict.fromkeys([template_stop, *stop]) if s]
