@@ -28,9 +28,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ['IGNORE_INDEX', 'IMAGE_TOKEN_INDEX', 'DEFAULT_IMAGE_TOKEN', 'DEFAULT_IMAGE_PATCH_TOKEN', 'DEFAULT_IM_START_TOKEN',
            'DEFAULT_IM_END_TOKEN', 'IMAGE_PLACEHOLDER', 'CONTROLLER_HEART_BEAT_EXPIRATION',
            'WORKER_HEART_BEAT_INTERVAL', 'CLIP_MEAN', 'CLIP_STD', 'PAD_COLOR', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS',
-           'MAX_IMAGE_REDIRECTS', 'set_seed', 'flag_spellings', 'ArgumentParser', 'default_device', 'default_dtype',
-           'ImageLoadError', 'describe_source', 'decode_image', 'load_image', 'address_refusal', 'parse_remote_allow',
-           'load_images', 'image_to_base64', 'expand2square']
+           'MAX_IMAGE_REDIRECTS', 'ANY_ADDRESS', 'set_seed', 'flag_spellings', 'ArgumentParser', 'default_device',
+           'default_dtype', 'ImageLoadError', 'describe_source', 'decode_image', 'load_image', 'address_refusal',
+           'parse_remote_allow', 'load_images', 'image_to_base64', 'expand2square']
 
 # %% ../nbs/00_core.ipynb #eda15f5f
 IGNORE_INDEX = -100  # label the loss skips (PyTorch's cross-entropy default)
@@ -234,6 +234,7 @@ def _read_str(s: str, name: str, allow_remote: bool, allow_local: bool, max_byte
 
 # %% ../nbs/00_core.ipynb #11df220e
 MAX_IMAGE_REDIRECTS = 5  # redirects a remote image fetch follows, each checked like the first URL
+ANY_ADDRESS = ("0.0.0.0/0", "::/0")  # `remote_allow` for tools whose URLs come from their own user, who reads local files anyway (CLIs)
 
 def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     "The IPv4 address an IPv6 address leads to (IPv4-mapped `::ffff:a.b.c.d`, 6to4 `2002:...`), or None."
