@@ -8,13 +8,19 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import concurrent.futures
 import io
+import ipaddress
 import os
 import re
+import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -22,8 +28,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ['IGNORE_INDEX', 'IMAGE_TOKEN_INDEX', 'DEFAULT_IMAGE_TOKEN', 'DEFAULT_IMAGE_PATCH_TOKEN', 'DEFAULT_IM_START_TOKEN',
            'DEFAULT_IM_END_TOKEN', 'IMAGE_PLACEHOLDER', 'CONTROLLER_HEART_BEAT_EXPIRATION',
            'WORKER_HEART_BEAT_INTERVAL', 'CLIP_MEAN', 'CLIP_STD', 'PAD_COLOR', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS',
-           'set_seed', 'flag_spellings', 'ArgumentParser', 'default_device', 'default_dtype', 'ImageLoadError',
-           'describe_source', 'decode_image', 'load_image', 'load_images', 'image_to_base64', 'expand2square']
+           'MAX_IMAGE_REDIRECTS', 'ANY_ADDRESS', 'set_seed', 'flag_spellings', 'ArgumentParser', 'default_device',
+           'default_dtype', 'ImageLoadError', 'describe_source', 'decode_image', 'load_image', 'address_refusal',
+           'parse_remote_allow', 'load_images', 'image_to_base64', 'expand2square']
 
 # %% ../nbs/00_core.ipynb #eda15f5f
 IGNORE_INDEX = -100  # label the loss skips (PyTorch's cross-entropy default)
@@ -175,23 +182,6 @@ def _read_local(path: Path, name: str, max_bytes: int) -> bytes:
         return path.read_bytes()
     except PermissionError: raise ImageLoadError(name, "permission denied") from None
 
-def _read_remote(url: str, name: str, max_bytes: int, timeout: float) -> bytes:
-    import httpx
-    try:
-        with httpx.Client(follow_redirects=True, timeout=timeout, max_redirects=5) as client:
-            with client.stream("GET", url) as r:
-                if r.status_code != 200: raise ImageLoadError(name, f"HTTP {r.status_code} {r.reason_phrase} from the server")
-                declared = int(r.headers.get("content-length") or 0)
-                if declared > max_bytes:
-                    raise ImageLoadError(name, f"server announces {declared:,} bytes, over the limit of {max_bytes:,} (max_bytes)")
-                chunks, total = [], 0
-                for chunk in r.iter_bytes():
-                    total += len(chunk)
-                    if total > max_bytes: raise ImageLoadError(name, f"download passed the limit of {max_bytes:,} bytes (max_bytes)")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-    except httpx.HTTPError as e: raise ImageLoadError(name, f"could not fetch ({type(e).__name__}: {e})") from None
-
 # %% ../nbs/00_core.ipynb #e2e61c7d
 def load_image(source: str | os.PathLike | bytes | Image.Image,  # a path, data: URL, base64 text, http(s) URL, bytes or PIL image
                name: str | None = None,  # how errors name the source (default: the source, shortened)
@@ -200,7 +190,8 @@ def load_image(source: str | os.PathLike | bytes | Image.Image,  # a path, data:
                max_bytes: int = MAX_IMAGE_BYTES,  # refuse larger encoded images
                max_pixels: int = MAX_IMAGE_PIXELS,  # refuse images with more pixels (decompression bombs)
                exif_transpose: bool = True,  # apply the EXIF orientation tag
-               timeout: float = 10.0,  # seconds, for remote fetches
+               timeout: float = 10.0,  # seconds for a whole remote fetch: resolving, connecting, redirects, body
+               remote_allow: str | Iterable | None = None,  # networks (CIDR) and host names remote fetches may reach besides public addresses
               ) -> Image.Image:
     "Load one image as RGB from any source LLaVA meets, with limits, and errors that name the source."
     name = name or describe_source(source)
@@ -212,7 +203,7 @@ def load_image(source: str | os.PathLike | bytes | Image.Image,  # a path, data:
         if len(source) > max_bytes: raise ImageLoadError(name, f"{len(source):,} bytes, over the limit of {max_bytes:,} (max_bytes)")
         data = bytes(source)
     elif isinstance(source, os.PathLike): data = _read_path(Path(source), name, allow_local, max_bytes)
-    elif isinstance(source, str): data = _read_str(source.strip(), name, allow_remote, allow_local, max_bytes, timeout)
+    elif isinstance(source, str): data = _read_str(source.strip(), name, allow_remote, allow_local, max_bytes, timeout, remote_allow)
     else: raise ImageLoadError(name, f"unsupported source type {type(source).__name__}")
     return decode_image(data, name=name, max_pixels=max_pixels, exif_transpose=exif_transpose)
 
@@ -220,7 +211,7 @@ def _read_path(path: Path, name: str, allow_local: bool, max_bytes: int) -> byte
     if not allow_local: raise ImageLoadError(name, "local file paths are not accepted here (send the image as base64 or a data: URL)")
     return _read_local(path.expanduser(), name, max_bytes)
 
-def _read_str(s: str, name: str, allow_remote: bool, allow_local: bool, max_bytes: int, timeout: float) -> bytes:
+def _read_str(s: str, name: str, allow_remote: bool, allow_local: bool, max_bytes: int, timeout: float, remote_allow) -> bytes:
     if not s: raise ImageLoadError(name, "empty source")
     if s[:5].lower() == "data:":
         m = _DATA_URL.match(s)
@@ -235,11 +226,157 @@ def _read_str(s: str, name: str, allow_remote: bool, allow_local: bool, max_byte
         if kind not in ("http", "https"): raise ImageLoadError(name, f"unsupported URL scheme '{kind}://'")
         if not allow_remote: raise ImageLoadError(name, "remote URLs are not fetched here (pass allow_remote=True, "
                                                         "or the option that enables remote images)")
-        return _read_remote(s, name, max_bytes, timeout)
+        return _read_remote(s, name, max_bytes, timeout, remote_allow)
     if len(s) < 4096 and (Path(s).expanduser().exists() or not _BASE64.match(re.sub(r"\s+", "", s)) or len(s) < 64):
         return _read_path(Path(s), name, allow_local, max_bytes)  # a path (existing, or not base64-like)
     if len(s) > max_bytes * 4 // 3 + 4: raise ImageLoadError(name, f"base64 text over the limit of {max_bytes:,} bytes (max_bytes)")
     return _b64decode(s, name)
+
+# %% ../nbs/00_core.ipynb #11df220e
+MAX_IMAGE_REDIRECTS = 5  # redirects a remote image fetch follows, each checked like the first URL
+ANY_ADDRESS = ("0.0.0.0/0", "::/0")  # `remote_allow` for tools whose URLs come from their own user, who reads local files anyway (CLIs)
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    "The IPv4 address an IPv6 address leads to (IPv4-mapped `::ffff:a.b.c.d`, 6to4 `2002:...`), or None."
+    if ip.version == 4: return None
+    return ip.ipv4_mapped or ip.sixtofour
+
+def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,  # an address a fetch would connect to
+                   ) -> str | None:
+    "Why a remote image fetch must not connect to `ip` ('loopback', 'private', ...), or None for a public unicast address."
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None and (why := address_refusal(embedded)): return f"{why} ({embedded} inside)"
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "reserved", "private"):
+        if getattr(ip, f"is_{kind}"): return kind.replace("_", "-")
+    if not ip.is_global: return "non-global (shared or special-purpose)"
+    return None
+
+# %% ../nbs/00_core.ipynb #f40bb71f
+_HOST_NAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")  # labels of letters, digits, "-" and "_", joined by dots
+
+def parse_remote_allow(allow: str | Iterable | None,  # 'CIDR,host,...' text, or a list of networks and host names
+                      ) -> list:
+    "The remote-image allow-list as `ip_network`s and lower-case host names; a malformed entry raises ValueError."
+    if allow is None: return []
+    if isinstance(allow, str): allow = allow.split(",")
+    rules = []
+    for entry in allow:
+        if isinstance(entry, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            rules.append(entry)
+            continue
+        entry = str(entry).strip().lower().rstrip(".")
+        if not entry: continue
+        try: rules.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            if not _HOST_NAME.match(entry): raise ValueError(f"remote_allow: {entry!r} is neither a network (CIDR) nor a host name") from None
+            rules.append(entry)
+    return rules
+
+def _allowed(host: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, rules: list) -> bool:
+    "Whether the allow-list lets a fetch of `host` connect to `ip` (a listed host name, whatever it resolves to, or a listed network)."
+    return any(rule == host.lower().rstrip(".") if isinstance(rule, str) else ip in rule for rule in rules)
+
+# %% ../nbs/00_core.ipynb #f4b4f248
+def _time_left(deadline: float) -> float:
+    "Seconds until `deadline` (a `time.monotonic()` time); raises a timeout once it has passed."
+    left = deadline - time.monotonic()
+    if left <= 0: raise httpcore.ReadTimeout("the fetch's time is up")
+    return left
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try: return ipaddress.ip_address(host)
+    except ValueError: return None
+
+def _resolve(host: str, port: int, deadline: float) -> list:
+    "Every address `host` resolves to (just the address for an IP literal), within the deadline."
+    if _ip_literal(host) is not None: return [_ip_literal(host)]
+    resolver = concurrent.futures.ThreadPoolExecutor(1)  # getaddrinfo has no timeout of its own
+    try: infos = resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM).result(timeout=_time_left(deadline))
+    except concurrent.futures.TimeoutError: raise httpcore.ConnectTimeout(f"resolving {host} took too long") from None
+    finally: resolver.shutdown(wait=False)
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+def _checked_addresses(url: str, name: str, rules: list, deadline: float) -> list[str]:
+    "Resolve the host of `url` and check every address it has; returns them (all allowed) to connect to."
+    parts, shown = urlsplit(url), describe_source(url, 120)
+    if parts.scheme.lower() not in ("http", "https"): raise ImageLoadError(name, f"refused {shown}: only http and https URLs are fetched")
+    if not parts.hostname: raise ImageLoadError(name, f"refused {shown}: no host name")
+    try: port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError: raise ImageLoadError(name, f"refused {shown}: invalid port") from None
+    try: addresses = _resolve(parts.hostname, port, deadline)
+    except (socket.gaierror, UnicodeError) as e: raise ImageLoadError(name, f"{shown}: cannot resolve {parts.hostname} ({e})") from None
+    for ip in addresses:
+        why = None if _allowed(parts.hostname, ip, rules) else address_refusal(ip)
+        if not why: continue
+        subject = f"{ip} is" if _ip_literal(parts.hostname) else f"{parts.hostname} resolves to {ip}, which is"
+        article = "an" if why[0] in "aeiou" else "a"
+        raise ImageLoadError(name, f"refused {shown}: {subject} {article} {why} address (remote images come only "
+                                   "from public addresses, unless remote_allow lists the host or network)")
+    return [str(ip) for ip in addresses]
+
+# %% ../nbs/00_core.ipynb #13d0433e
+class _DeadlineStream(httpcore.NetworkStream):
+    "A connection whose every read and write ends by the fetch's deadline, however slowly the server sends."
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float): self.stream, self.deadline = stream, deadline
+    def read(self, max_bytes, timeout=None): return self.stream.read(max_bytes, _time_left(self.deadline))
+    def write(self, buffer, timeout=None): return self.stream.write(buffer, _time_left(self.deadline))
+    def close(self): return self.stream.close()
+    def get_extra_info(self, info): return self.stream.get_extra_info(info)
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):  # server_hostname: the URL's host, for SNI and the certificate
+        return _DeadlineStream(self.stream.start_tls(ssl_context, server_hostname, _time_left(self.deadline)), self.deadline)
+
+class _PinnedBackend(httpcore.NetworkBackend):
+    "Connects to the addresses that were checked (the first that answers), never resolving the URL's host name again."
+    def __init__(self, addresses: list[str], deadline: float):
+        self.addresses, self.deadline, self.sockets = addresses, deadline, httpcore.SyncBackend()
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        for address in self.addresses:
+            try: stream = self.sockets.connect_tcp(address, port, _time_left(self.deadline), local_address, socket_options)
+            except httpcore.ConnectError as e: error = e
+            else: return _DeadlineStream(stream, self.deadline)
+        raise error
+
+# %% ../nbs/00_core.ipynb #63a128d5
+def _header(response: httpcore.Response, key: bytes) -> str | None:
+    return next((v.decode("latin-1") for k, v in response.headers if k.lower() == key), None)
+
+def _read_body(response: httpcore.Response, name: str, max_bytes: int) -> bytes:
+    "The body, refused as soon as it is announced or read past `max_bytes` (a server may lie about, or omit, its length)."
+    declared = int(_header(response, b"content-length") or 0)
+    if declared > max_bytes: raise ImageLoadError(name, f"server announces {declared:,} bytes, over the limit of {max_bytes:,} (max_bytes)")
+    chunks, total = [], 0
+    for chunk in response.iter_stream():
+        total += len(chunk)
+        if total > max_bytes: raise ImageLoadError(name, f"download passed the limit of {max_bytes:,} bytes (max_bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+def _fetch_once(url: str, addresses: list[str], name: str, max_bytes: int, deadline: float) -> tuple[str | None, bytes]:
+    "GET `url` from one of the checked `addresses`: (the redirect's target, b'') or (None, the body)."
+    with httpcore.ConnectionPool(network_backend=_PinnedBackend(addresses, deadline), retries=0) as pool:
+        with pool.stream("GET", url, headers=[(b"Accept", b"image/*")]) as response:
+            location = _header(response, b"location")
+            if response.status in (301, 302, 303, 307, 308) and location: return urljoin(url, location), b""
+            if response.status != 200:
+                reason = response.extensions.get("reason_phrase", b"").decode("latin-1")
+                raise ImageLoadError(name, f"HTTP {response.status} {reason} from the server ({describe_source(url, 120)})")
+            return None, _read_body(response, name, max_bytes)
+
+def _read_remote(url: str, name: str, max_bytes: int, timeout: float, remote_allow=None) -> bytes:
+    "Fetch `url`, following redirects by hand: each hop's addresses checked, then connected to, all within `timeout` seconds."
+    deadline = time.monotonic() + timeout
+    rules = parse_remote_allow(remote_allow)
+    try:
+        for _ in range(MAX_IMAGE_REDIRECTS + 1):
+            addresses = _checked_addresses(url, name, rules, deadline)
+            target, data = _fetch_once(url, addresses, name, max_bytes, deadline)
+            if target is None: return data
+            url = target
+    except httpcore.TimeoutException:
+        raise ImageLoadError(name, f"not fetched within the limit of {timeout:g} s (timeout), at {describe_source(url, 120)}") from None
+    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as e:
+        raise ImageLoadError(name, f"could not fetch {describe_source(url, 120)} ({type(e).__name__}: {e})") from None
+    raise ImageLoadError(name, f"more than {MAX_IMAGE_REDIRECTS} redirects (the last to {describe_source(url, 120)})")
 
 # %% ../nbs/00_core.ipynb #c80955ee
 def load_images(sources: Iterable,  # image sources, as `load_image` takes them

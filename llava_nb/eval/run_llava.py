@@ -14,7 +14,7 @@ from typing import Sequence
 from PIL import Image
 
 from ..conversation import conv_template_for_model, get_conv_template, stop_string
-from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, load_image
+from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, load_image
 from ..mm_utils import get_model_name_from_path
 from ..serve.model_worker import BatchEngine, GenerationRequest
 
@@ -78,13 +78,14 @@ def answer_batch(lm: LlavaModel,
                  batch_size: int = 8,  # questions decoded together
                  temperature: float = 0.2, top_p: float = 1.0, max_new_tokens: int = 512,
                  system: str | None = None, allow_remote: bool = True,
+                 remote_allow=ANY_ADDRESS,  # the caller's own URLs may reach any address (None: public addresses only)
                 ) -> list[str]:
     "Answers to `(images, question)` pairs, decoded `batch_size` at a time; a failing item raises with its index."
     conv_mode = conv_mode or default_conv_mode(lm.model_name)
     requests = []
     for i, (images, question) in enumerate(items):
         images = [images] if isinstance(images, (str, Image.Image)) else list(images or [])
-        try: loaded = [load_image(im, allow_remote=allow_remote) for im in images]
+        try: loaded = [load_image(im, allow_remote=allow_remote, remote_allow=remote_allow) for im in images]
         except ValueError as e: raise ValueError(f"item {i}: {e}") from None
         prompt, stop = build_prompt(question, len(loaded), conv_mode, system)
         requests.append(GenerationRequest(prompt, loaded, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, stop=[stop] if stop else []))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
-from ..core import DEFAULT_IMAGE_TOKEN, ArgumentParser, load_image
+from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, ArgumentParser, load_image
 from ..conversation import get_conv_template, SeparatorStyle, stop_string
 from ..eval.run_llava import LlavaModel, default_conv_mode
 from .model_worker import GenerationRequest
@@ -29,7 +29,7 @@ def chat_loop(lm: LlavaModel,  # the loaded model
     out = out or sys.stdout
     conv = get_conv_template(conv_mode or default_conv_mode(lm.model_name))
     roles = ("user", "assistant") if conv.sep_style == SeparatorStyle.MPT else conv.roles  # the reference shows plain names for MPT
-    pil = load_image(image, allow_remote=True) if image is not None else None
+    pil = load_image(image, allow_remote=True, remote_allow=ANY_ADDRESS) if image is not None else None
     stop = stop_string(conv)
     engine, first = lm.get_engine(1), True
     while True:

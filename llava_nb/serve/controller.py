@@ -405,6 +405,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--max-request-mb", type=float, default=Limits.max_body_bytes / 2**20, help="largest request body, in MiB")
     parser.add_argument("--max-images", type=int, default=Limits.max_images, help="images in one request")
     parser.add_argument("--allow-remote-images", action="store_true", help="let /v1/chat/completions fetch http(s) image URLs")
+    parser.add_argument("--remote-image-allow", type=str, default=None, metavar="CIDR[,CIDR...]",
+                        help="networks (or host names) remote images may also come from; by default only public addresses")
     parser.add_argument("--no-openai-api", action="store_true", help="serve only the reference's endpoints")
     parser.add_argument("--log-level", type=str, default="info")
     args = parser.parse_args(argv)
@@ -419,7 +421,8 @@ def main(argv: list[str] | None = None):
     app = make_controller_app(controller, api_key=args.api_key, limits=limits)
     if not args.no_openai_api:
         from llava_nb.serve.openai_api import add_openai_routes
-        add_openai_routes(app, controller, api_key=args.api_key, allow_remote_images=args.allow_remote_images, limits=limits)
+        add_openai_routes(app, controller, api_key=args.api_key, allow_remote_images=args.allow_remote_images,
+                          remote_image_allow=args.remote_image_allow, limits=limits)
     import uvicorn
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

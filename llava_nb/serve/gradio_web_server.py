@@ -5,11 +5,10 @@
 # %% ../../nbs/33_serve.gradio_web_server.ipynb #80827994
 from __future__ import annotations
 
+import contextlib
 import datetime
-import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,12 +18,13 @@ import httpx
 from PIL import Image
 
 from ..conversation import conv_template_for_model, Conversation, get_conv_template, stop_string
-from ..core import DEFAULT_IMAGE_TOKEN, ArgumentParser
+from ..core import DEFAULT_IMAGE_TOKEN, ArgumentParser, ImageLoadError, image_to_base64, load_image
 from .controller import ChunkDecoder, logger
 
 # %% auto #0
-__all__ = ['IMAGE_PROCESS_MODES', 'CURSOR', 'new_conversation', 'add_text', 'to_chatbot', 'use_model_template', 'stream_answer',
-           'log_event', 'get_model_list', 'build_demo', 'main']
+__all__ = ['IMAGE_PROCESS_MODES', 'CURSOR', 'UPLOAD_MAX_AGE', 'new_conversation', 'add_text', 'take_upload', 'image_html',
+           'to_chatbot', 'use_model_template', 'auth_headers', 'stream_answer', 'log_event', 'get_model_list',
+           'build_demo', 'main']
 
 # %% ../../nbs/33_serve.gradio_web_server.ipynb #3547a2cc
 IMAGE_PROCESS_MODES = ["Crop", "Resize", "Pad", "Default"]
@@ -51,14 +51,24 @@ def add_text(state: Conversation | None, text: str, image: Image.Image | None, i
     state.append_message(state.roles[1], None)
     return state
 
-def _image_file(image: Image.Image, folder: Path) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (hashlib.sha1(image.tobytes()).hexdigest()[:16] + ".png")
-    if not path.exists(): image.save(path)
-    return str(path)
+def take_upload(path: str | None,  # where Gradio saved the upload (the value of an `Image(type="filepath")`)
+               ) -> Image.Image | None:
+    "The uploaded image, loaded with `load_image`'s limits; its file is deleted at once, so nothing is kept for Gradio to serve."
+    if not path: return None
+    try: return load_image(path)
+    finally:
+        Path(path).unlink(missing_ok=True)
+        with contextlib.suppress(OSError): Path(path).parent.rmdir()  # Gradio's folder for this upload, once empty
 
-def to_chatbot(state: Conversation, image_dir: Path) -> list[dict]:
-    "The conversation as Gradio chat messages (`{'role', 'content'}`), the image shown as a file message."
+def image_html(image: Image.Image, max_side: int = 512) -> str:
+    "An `<img>` that shows `image` in the chat: a JPEG thumbnail inline as a data: URL, so no file is written or served."
+    thumbnail = image.convert("RGB")  # a copy: the conversation keeps the original
+    thumbnail.thumbnail((max_side, max_side))
+    return f'<img src="data:image/jpeg;base64,{image_to_base64(thumbnail, "JPEG")}" alt="uploaded image">'
+
+def to_chatbot(state: Conversation | None) -> list[dict]:
+    "The conversation as Gradio chat messages (`{'role', 'content'}`), the image shown inline (`image_html`)."
+    if state is None: return []
     out = []
     for i, (_, msg) in enumerate(state.messages[state.offset:]):
         if i % 2 == 1:
@@ -66,7 +76,7 @@ def to_chatbot(state: Conversation, image_dir: Path) -> list[dict]:
             continue
         if isinstance(msg, tuple):
             text, image, _ = msg
-            out.append({"role": "user", "content": {"path": _image_file(image, image_dir)}})
+            out.append({"role": "user", "content": image_html(image)})
             msg = text.replace(DEFAULT_IMAGE_TOKEN, "").strip()
         out.append({"role": "user", "content": msg})
     return out
@@ -78,14 +88,25 @@ def use_model_template(state: Conversation, model_name: str) -> None:
         fresh.append_message(fresh.roles[0], state.messages[-2][1]); fresh.append_message(fresh.roles[1], None)
         state.__dict__.update(fresh.__dict__)
 
-def stream_answer(controller_url: str, state: Conversation, model_name: str, temperature: float, top_p: float, max_new_tokens: int):
+def auth_headers(api_key: str | None) -> dict:
+    "The header that carries the controller's API key (none without a key)."
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+def stream_answer(controller_url: str, state: Conversation, model_name: str, temperature: float, top_p: float, max_new_tokens: int,
+                  api_key: str | None = None,  # sent as `Authorization: Bearer <api_key>`
+                 ):
     "Ask the controller for the answer to the last turn; yields the answer so far (with the cursor), then the final answer or the error."
     prompt = state.get_prompt()
     stop = stop_string(state)
     payload = {"model": model_name, "prompt": prompt, "temperature": float(temperature), "top_p": float(top_p),
                "max_new_tokens": min(int(max_new_tokens), 1536), "stop": stop, "images": state.get_images()}
     try:
-        with httpx.stream("POST", controller_url + "/worker_generate_stream", json=payload, timeout=httpx.Timeout(10.0, read=120.0)) as r:
+        with httpx.stream("POST", controller_url + "/worker_generate_stream", json=payload, headers=auth_headers(api_key),
+                          timeout=httpx.Timeout(10.0, read=120.0)) as r:
+            if r.status_code != 200:
+                detail = r.read()[:200].decode(errors="replace")
+                yield f"the controller at {controller_url} answered HTTP {r.status_code}: {detail} (error_code: 3)", True
+                return
             decoder = ChunkDecoder()
             for data in r.iter_bytes():
                 for chunk in decoder.feed(data):
@@ -105,51 +126,65 @@ def log_event(logdir: str | Path, kind: str, model: str, state: Conversation, ip
     return path
 
 # %% ../../nbs/33_serve.gradio_web_server.ipynb #5fd1bb2b
-def get_model_list(controller_url: str) -> list[str]:
+UPLOAD_MAX_AGE = 3600  # seconds: an upload never sent is deleted after this (a sent one at once, by `take_upload`)
+
+def get_model_list(controller_url: str,
+                   api_key: str | None = None,  # sent as `Authorization: Bearer <api_key>`
+                  ) -> list[str]:
     "The models the controller lists (an empty list, and a log line, when it does not answer)."
     try:
-        r = httpx.post(controller_url + "/refresh_all_workers", timeout=10.0)
+        r = httpx.post(controller_url + "/refresh_all_workers", headers=auth_headers(api_key), timeout=10.0)
         r.raise_for_status()
-        return httpx.post(controller_url + "/list_models", timeout=10.0).json()["models"]
+        r = httpx.post(controller_url + "/list_models", headers=auth_headers(api_key), timeout=10.0)
+        r.raise_for_status()
+        return r.json()["models"]
     except (httpx.HTTPError, ValueError, KeyError) as e:
         logger.error(f"could not list models at {controller_url}: {type(e).__name__}: {e}")
         return []
 
-def build_demo(controller_url: str, model_list_mode: str = "once", logdir: str | Path = "logs",
-               image_dir: str | Path | None = None, concurrency_count: int = 10) -> gr.Blocks:
+def build_demo(controller_url: str, model_list_mode: str = "once", logdir: str | Path = "logs", concurrency_count: int = 10,
+               api_key: str | None = None,  # sent as `Authorization: Bearer <api_key>` on every request to the controller
+              ) -> gr.Blocks:
     "The web UI: single chat tab and side-by-side tab, talking to the controller at `controller_url`."
-    image_dir = Path(image_dir or Path(tempfile.gettempdir()) / "llava_nb_web_images")
-    models = get_model_list(controller_url)
+    models = get_model_list(controller_url, api_key)
 
     def busy(state) -> bool:  # an answer is still being written
         return state is not None and len(state.messages) > state.offset and (state.messages[-1][1] is None or str(state.messages[-1][1]).endswith(CURSOR))
 
-    def chat_turn(state, text, image, mode):
-        if (not text and image is None) or busy(state):
-            if busy(state): gr.Warning("Wait for the answer to finish before sending the next message.")
-            return state, to_chatbot(state, image_dir) if state else [], text, image
-        state = add_text(state, text, image, mode)
-        return state, to_chatbot(state, image_dir), "", None
+    def accept(states, text, upload, mode) -> list | None:
+        "The conversations with the user's turn added (the upload read, its file deleted); None when there is nothing to send yet."
+        if not text and upload is None: return None
+        if any(busy(s) for s in states):
+            gr.Warning("Wait for the answer to finish before sending the next message.")
+            return None
+        try: image = take_upload(upload)
+        except ImageLoadError as e: raise gr.Error(f"{e}; upload another image") from None
+        return [add_text(s, text, image, mode) for s in states]
+
+    def chat_turn(state, text, upload, mode):
+        accepted = accept([state], text, upload, mode)
+        if accepted is None: return state, to_chatbot(state), text, gr.skip()  # the upload stays in the box
+        return accepted[0], to_chatbot(accepted[0]), "", None
 
     def bot(state, model, temperature, top_p, max_new_tokens, request: gr.Request):
         if state is None or len(state.messages) < 2 or state.messages[-1][1] is not None:
-            yield state, to_chatbot(state, image_dir) if state else []; return
+            yield state, to_chatbot(state); return
         if not model:
             state.messages[-1][1] = "no model is selected: no worker has registered with the controller yet (refresh the page)"
-            yield state, to_chatbot(state, image_dir); return
+            yield state, to_chatbot(state); return
         use_model_template(state, model)
         start, slot = time.time(), state.messages[-1]  # this answer's own slot
-        for text, final in stream_answer(controller_url, state, model, temperature, top_p, max_new_tokens):
+        for text, final in stream_answer(controller_url, state, model, temperature, top_p, max_new_tokens, api_key):
             slot[1] = text if final else text + CURSOR
-            yield state, to_chatbot(state, image_dir)
+            yield state, to_chatbot(state)
         slot[1] = (slot[1] or "").removesuffix(CURSOR)
-        yield state, to_chatbot(state, image_dir)
+        yield state, to_chatbot(state)
         log_event(logdir, "chat", model, state, getattr(request, "client", None) and request.client.host, start=start, finish=time.time())
 
     def regenerate(state):
         if state is None or len(state.messages) < 2: return state, []
         state.messages[-1][1] = None
-        return state, to_chatbot(state, image_dir)
+        return state, to_chatbot(state)
 
     def clear(): return None, [], "", None
 
@@ -160,18 +195,18 @@ def build_demo(controller_url: str, model_list_mode: str = "once", logdir: str |
         return fn
 
     def refresh():
-        names = get_model_list(controller_url)
+        names = get_model_list(controller_url, api_key)
         value = names[0] if names else None
         return [gr.Dropdown(choices=names, value=value)] * 3
 
-    with gr.Blocks(title="LLaVA (llava_nb)") as demo:
+    with gr.Blocks(title="LLaVA (llava_nb)", delete_cache=(UPLOAD_MAX_AGE // 4, UPLOAD_MAX_AGE)) as demo:
         gr.Markdown("# LLaVA: Large Language and Vision Assistant\nServed by llava_nb. Upload an image, ask about it.")
         with gr.Tab("Chat"):
             state = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=3):
                     model = gr.Dropdown(choices=models, value=models[0] if models else None, label="Model", interactive=True, elem_id="model-selector")
-                    image = gr.Image(type="pil", label="Image", elem_id="imagebox")
+                    image = gr.Image(type="filepath", image_mode=None, label="Image", elem_id="imagebox")
                     mode = gr.Radio(IMAGE_PROCESS_MODES, value="Default", label="Preprocess for non-square image", elem_id="image-process-mode")
                     with gr.Accordion("Parameters", open=False):
                         temperature = gr.Slider(0.0, 1.0, value=0.2, step=0.1, label="Temperature", elem_id="temperature")
@@ -200,7 +235,7 @@ def build_demo(controller_url: str, model_list_mode: str = "once", logdir: str |
             with gr.Row():
                 sbs_bots = [gr.Chatbot(label=f"Model {'AB'[i]}", elem_id=f"sbs-chatbot-{'ab'[i]}", height=420) for i in range(2)]
             with gr.Row():
-                sbs_image = gr.Image(type="pil", label="Image", elem_id="sbs-imagebox", scale=2)
+                sbs_image = gr.Image(type="filepath", image_mode=None, label="Image", elem_id="sbs-imagebox", scale=2)
                 with gr.Column(scale=6):
                     sbs_text = gr.Textbox(show_label=False, placeholder="Ask both models", container=False, elem_id="sbs-input-text")
                     sbs_send = gr.Button("Send to both", variant="primary", elem_id="sbs-send-btn")
@@ -208,10 +243,11 @@ def build_demo(controller_url: str, model_list_mode: str = "once", logdir: str |
                         votes = [gr.Button(label) for label in ("A is better", "B is better", "Tie", "Both are bad")]
                     sbs_clear = gr.Button("Clear")
 
-            def sbs_turn(state_a, state_b, text_value, image_value, mode_value):
-                a, chat_a, _, _ = chat_turn(state_a, text_value, image_value, mode_value)
-                b, chat_b, _, _ = chat_turn(state_b, text_value, image_value, mode_value)
-                return a, b, chat_a, chat_b, "", None
+            def sbs_turn(state_a, state_b, text_value, upload, mode_value):
+                accepted = accept([state_a, state_b], text_value, upload, mode_value)
+                if accepted is None: return state_a, state_b, to_chatbot(state_a), to_chatbot(state_b), text_value, gr.skip()
+                a, b = accepted
+                return a, b, to_chatbot(a), to_chatbot(b), "", None
             first = sbs_send.click(sbs_turn, [*states, sbs_text, sbs_image, mode], [*states, *sbs_bots, sbs_text, sbs_image])
             for i in range(2): first.then(bot, [states[i], sbs_models[i], *params], [states[i], sbs_bots[i]])
 
@@ -225,7 +261,6 @@ def build_demo(controller_url: str, model_list_mode: str = "once", logdir: str |
 
         if model_list_mode == "reload": demo.load(refresh, None, [model, *sbs_models])
     demo.queue(default_concurrency_limit=concurrency_count)
-    demo.image_dir = image_dir
     return demo
 
 # %% ../../nbs/33_serve.gradio_web_server.ipynb #8948361b
@@ -240,10 +275,11 @@ def main(argv: list[str] | None = None):
     p.add_argument("--moderate", action="store_true", help="accepted for the seed's commands; no moderation service is called")
     p.add_argument("--embed", action="store_true")
     p.add_argument("--logdir", type=str, default=os.environ.get("LLAVA_LOGDIR", "logs"))
+    p.add_argument("--api-key", type=str, default=os.environ.get("LLAVA_API_KEY"),
+                   help="sent as 'Authorization: Bearer KEY' on every request to the controller (env LLAVA_API_KEY)")
     args = p.parse_args(argv)
-    demo = build_demo(args.controller_url.rstrip("/"), args.model_list_mode, args.logdir, concurrency_count=args.concurrency_count)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=[],
-                allowed_paths=[str(demo.image_dir)])
+    demo = build_demo(args.controller_url.rstrip("/"), args.model_list_mode, args.logdir, concurrency_count=args.concurrency_count, api_key=args.api_key)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, footer_links=[])
 
 # %% ../../nbs/33_serve.gradio_web_server.ipynb #422ba612
 #| eval: false

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..conversation import conv_template_for_model, get_conv_template, stop_string
-from ..core import DEFAULT_IMAGE_TOKEN, ImageLoadError, image_to_base64, load_image
+from ..core import DEFAULT_IMAGE_TOKEN, ImageLoadError, image_to_base64, load_image, parse_remote_allow
 from .controller import (ERROR_NO_WORKER, ERROR_OK, Controller, ChunkDecoder, logger, proxy_generate_stream)
 from .edge import BadRequest, Limits, StopMatcher, bearer, boolean, check_key, check_text, number, request_json, stop_strings, string
 
@@ -47,6 +47,7 @@ def _typed_text(text: str, where: str) -> str:
 
 def parse_messages(messages, allow_remote_images: bool = False,
                    limits: Limits = Limits(),  # images per request, characters of text
+                   remote_image_allow=None,  # networks and host names remote images may come from besides public addresses
                   ) -> tuple[str | None, list[tuple[str, str]], list[str]]:
     "Check OpenAI `messages`: returns (system text, [(role, text with <image> in place)], [base64 images])."
     if not isinstance(messages, list) or not messages: raise _bad("'messages' must be a non-empty array", "messages")
@@ -70,7 +71,7 @@ def parse_messages(messages, allow_remote_images: bool = False,
                     url = part.get("image_url")
                     url = url.get("url") if isinstance(url, dict) else url
                     if not isinstance(url, str): raise _bad(f"{pwhere}.image_url.url must be a string", f"{pwhere}.image_url")
-                    try: image = load_image(url, name=pwhere, allow_remote=allow_remote_images, allow_local=False)
+                    try: image = load_image(url, name=pwhere, allow_remote=allow_remote_images, allow_local=False, remote_allow=remote_image_allow)
                     except ImageLoadError as e: raise _bad(f"invalid image: {e}", f"{pwhere}.image_url", "invalid_image") from None
                     images.append(image_to_base64(image)); n_images += 1
                 else: raise _bad(f"{pwhere} must be {{'type': 'text', 'text': ...}} or {{'type': 'image_url', 'image_url': {{'url': ...}}}}", pwhere)
@@ -149,11 +150,13 @@ async def _chunks(controller, client, params):
 def add_openai_routes(app: FastAPI, controller: Controller,
                       api_key: str | None = None,  # require `Authorization: Bearer <api_key>` on /v1/*
                       allow_remote_images: bool = False,  # fetch http(s) image URLs
+                      remote_image_allow: str | list | None = None,  # networks (CIDR) and host names images may come from besides public addresses
                       default_max_tokens: int = 256,
                       limits: Limits = Limits(),  # body size, images, characters, stop strings, max_tokens
                      ) -> FastAPI:
     "Add the OpenAI-compatible `/v1/models` and `/v1/chat/completions` to a controller app."
     conv_modes: dict[str, str] = {}
+    remote_image_allow = parse_remote_allow(remote_image_allow)  # a malformed entry fails here, at startup
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request, exc: OpenAIError): return JSONResponse(exc.body(), status_code=exc.status)
@@ -218,7 +221,7 @@ def add_openai_routes(app: FastAPI, controller: Controller,
         options = body.get("stream_options") or {}
         if not isinstance(options, dict): raise _bad("'stream_options' must be an object such as {\"include_usage\": true}", "stream_options")
         include_usage = boolean(options, "include_usage", False, "stream_options.")
-        system, turns, images = await asyncio.to_thread(parse_messages, body.get("messages"), allow_remote_images, limits)
+        system, turns, images = await asyncio.to_thread(parse_messages, body.get("messages"), allow_remote_images, limits, remote_image_allow)
         client = request.app.state.client
         prompt, template_stop = render_prompt(await conv_mode_for(model, client), system, turns)
         stops = [s for s in dict.fromkeys([template_stop, *stop]) if s]
