@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import re
 import sys
 import warnings
@@ -26,8 +27,9 @@ __all__ = ['IGNORE_INDEX', 'IMAGE_TOKEN_INDEX', 'DEFAULT_IMAGE_TOKEN', 'DEFAULT_
            'DEFAULT_IM_END_TOKEN', 'IMAGE_PLACEHOLDER', 'CONTROLLER_HEART_BEAT_EXPIRATION',
            'WORKER_HEART_BEAT_INTERVAL', 'CLIP_MEAN', 'CLIP_STD', 'PAD_COLOR', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS',
            'set_seed', 'flag_spellings', 'ArgumentParser', 'InputError', 'check_file', 'decode_utf8', 'read_text',
-           'read_json', 'user_errors', 'main_error', 'default_device', 'default_dtype', 'ImageLoadError',
-           'describe_source', 'decode_image', 'load_image', 'load_images', 'image_to_base64', 'expand2square']
+           'read_json', 'load_tensors', 'user_errors', 'main_error', 'default_device', 'default_dtype',
+           'ImageLoadError', 'describe_source', 'decode_image', 'load_image', 'load_images', 'image_to_base64',
+           'expand2square']
 
 # %% ../nbs/00_core.ipynb #eda15f5f
 IGNORE_INDEX = -100  # label the loss skips (PyTorch's cross-entropy default)
@@ -106,6 +108,27 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     try: return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno}); expected a {what}") from None
+
+# %% ../nbs/00_core.ipynb #253d5fe0
+def load_tensors(path: str | os.PathLike,  # a .safetensors or PyTorch .bin file
+                 mmap: bool = False,  # .bin: map the file instead of reading it
+                ) -> dict[str, torch.Tensor]:
+    "The tensors of a weights file by name; a truncated, corrupt or unsafe file is an `InputError` naming it."
+    path = check_file(path, "weights file (.safetensors or .bin)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            weights = load_file(path)
+        else: weights = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise InputError(f"{path}: holds Python objects besides tensors, which are never unpickled "
+                         "(torch.load with weights_only=True); expected a file of tensors") from None
+    except Exception as e:
+        reason = (str(e).splitlines() or [""])[0][:160]
+        raise InputError(f"{path}: unreadable or truncated weights file ({type(e).__name__}: {reason})") from None
+    if not (isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
+        raise InputError(f"{path}: expected tensors by name (a dict), got a {type(weights).__name__}")
+    return weights
 
 # %% ../nbs/00_core.ipynb #fdb42a9c
 @contextlib.contextmanager
