@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import os
-import pickle
 import re
 import sys
 import warnings
@@ -120,11 +119,12 @@ def load_tensors(path: str | os.PathLike,  # a .safetensors or PyTorch .bin file
             from safetensors.torch import load_file
             weights = load_file(path)
         else: weights = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError:
-        raise InputError(f"{path}: holds Python objects besides tensors, which are never unpickled "
-                         "(torch.load with weights_only=True); expected a file of tensors") from None
     except Exception as e:
-        reason = (str(e).splitlines() or [""])[0][:160]
+        detail = str(e).split("WeightsUnpickler error:")[-1].strip()  # after torch's advice to load unsafely
+        if detail.startswith("Unsupported global"):  # "Unsupported global: GLOBAL print was not an allowed global ..."
+            raise InputError(f"{path}: holds a Python object ({detail.split()[3]}) besides tensors, and it is never unpickled "
+                             "(torch.load with weights_only=True); expected a file of tensors") from None
+        reason = (detail.splitlines() or [""])[0].split(". ")[0][:160]  # the first sentence
         raise InputError(f"{path}: unreadable or truncated weights file ({type(e).__name__}: {reason})") from None
     if not (isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values())):
         raise InputError(f"{path}: expected tensors by name (a dict), got a {type(weights).__name__}")
@@ -161,15 +161,15 @@ def default_device(device: str | torch.device | None = None,  # 'cuda', 'cuda:1'
             return torch.device("mps")
         return torch.device("cpu")
     try: dev = torch.device(device)
-    except RuntimeError as e: raise ValueError(f"device {device!r}: not a device name ({e})") from None
+    except RuntimeError as e: raise InputError(f"device {device!r}: not a device name ({e})") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r}: CUDA is not available here "
+            raise InputError(f"device {str(device)!r}: CUDA is not available here "
                              f"(torch {torch.__version__}, {'built with' if torch.version.cuda else 'built without'} CUDA)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise InputError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) present")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device {str(device)!r}: Apple MPS is not available here")
+        raise InputError(f"device {str(device)!r}: Apple MPS is not available here")
     return dev
 
 # %% ../nbs/00_core.ipynb #7a61bf0a
@@ -187,9 +187,9 @@ def default_dtype(device: str | torch.device | None = None,  # the device the we
         if dev.type == "cuda": return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float16 if dev.type == "mps" else torch.float32
     elif str(precision).lower() in _DTYPES: dtype = _DTYPES[str(precision).lower()]
-    else: raise ValueError(f"precision {precision!r}: expected one of 'auto', {', '.join(repr(k) for k in _DTYPES)}")
+    else: raise InputError(f"precision {precision!r}: expected one of 'auto', {', '.join(repr(k) for k in _DTYPES)}")
     if dev.type == "cpu" and dtype != torch.float32:
-        if strict: raise ValueError(f"precision {precision!r} was asked for on the CPU: use fp32 there")
+        if strict: raise InputError(f"precision {precision!r} was asked for on the CPU: use fp32 there")
         warnings.warn(f"precision {precision!r} on the CPU: using fp32 instead "
                       "(half-precision matmuls on a CPU are far slower)", stacklevel=2)
         return torch.float32
