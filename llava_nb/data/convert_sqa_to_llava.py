@@ -12,12 +12,12 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from ..core import DEFAULT_IMAGE_TOKEN
+from ..core import DEFAULT_IMAGE_TOKEN, InputError, read_json, user_errors
 
 # %% auto #0
-__all__ = ['OPTIONS', 'INPUT_FORMATS', 'OUTPUT_FORMATS', 'TASKS', 'get_context_text', 'get_choice_text',
-           'create_one_example_chatbot', 'build_prompt_chatbot', 'sqa_records', 'convert_to_llava', 'convert_to_jsonl',
-           'ConvertArguments', 'main']
+__all__ = ['OPTIONS', 'INPUT_FORMATS', 'OUTPUT_FORMATS', 'PROBLEM_FIELDS', 'TASKS', 'get_context_text', 'get_choice_text',
+           'create_one_example_chatbot', 'build_prompt_chatbot', 'check_problem', 'load_sqa_split', 'sqa_records',
+           'convert_to_llava', 'convert_to_jsonl', 'ConvertArguments', 'main']
 
 # %% ../../nbs/14_data.convert_sqa_to_llava.ipynb #05fd91d9
 OPTIONS = ["A", "B", "C", "D", "E"]
@@ -81,19 +81,45 @@ def build_prompt_chatbot(problems: dict, shot_qids: list[str], prompt_format: st
     return examples
 
 # %% ../../nbs/14_data.convert_sqa_to_llava.ipynb #e5ecd13c
-def _load(base_dir: Path, split: str) -> tuple[dict, list[str]]:
-    for name in ("pid_splits.json", "problems.json"):
-        if not (base_dir / name).exists(): raise FileNotFoundError(f"{base_dir / name}: missing (expected ScienceQA's data/scienceqa folder)")
-    splits = json.loads((base_dir / "pid_splits.json").read_text())
-    if split not in splits: raise ValueError(f"split {split!r} is not in {base_dir / 'pid_splits.json'} (it has {', '.join(splits)})")
-    problems = json.loads((base_dir / "problems.json").read_text())
-    missing = [pid for pid in splits[split] if pid not in problems]
-    if missing: raise ValueError(f"{base_dir / 'pid_splits.json'}: split {split!r} names {len(missing)} problem(s) missing from problems.json, e.g. {missing[:3]}")
-    return problems, splits[split]
+PROBLEM_FIELDS = {"question": (str, "a string"), "choices": (list, "a list of strings"), "answer": (int, "the index of the right choice"),
+                  "hint": (str, "a string"), "image": ((str, type(None)), "an image file name or null"), "lecture": (str, "a string"),
+                  "solution": (str, "a string"), "subject": (str, "a string"), "grade": (str, "a string such as 'grade5'")}
+
+def check_problem(pid: str, problem, where: str) -> None:
+    "Fail, naming the file, problem and field, unless `problem` has the ScienceQA fields that LLaVA reads."
+    if not isinstance(problem, dict): raise InputError(f"{where}: problem {pid!r}: expected a JSON object, got a {type(problem).__name__}")
+    for name, (kind, expected) in PROBLEM_FIELDS.items():
+        if name not in problem: raise InputError(f"{where}: problem {pid!r} field '{name}': missing (expected {expected})")
+        value = problem[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise InputError(f"{where}: problem {pid!r} field '{name}': expected {expected}, got {json.dumps(value)[:80]}")
+    if not all(isinstance(c, str) for c in problem["choices"]):
+        raise InputError(f"{where}: problem {pid!r} field 'choices': expected a list of strings, got {json.dumps(problem['choices'])[:80]}")
+    if not 0 <= problem["answer"] < len(problem["choices"]):
+        raise InputError(f"{where}: problem {pid!r} field 'answer': expected the index of one of its {len(problem['choices'])} choices, got {problem['answer']}")
+
+def load_sqa_split(base_dir: str | Path,  # ScienceQA's data/scienceqa folder
+                   split: str,  # train, val, minival, test or minitest
+                  ) -> tuple[dict, list[str]]:
+    "(problem id -> problem, the split's problem ids), every problem of the split checked."
+    base_dir = Path(base_dir)
+    splits_file, problems_file = base_dir / "pid_splits.json", base_dir / "problems.json"
+    splits = read_json(splits_file, "ScienceQA split file (split -> problem ids), in ScienceQA's data/scienceqa folder")
+    if not isinstance(splits, dict): raise InputError(f"{splits_file}: expected a JSON object of split -> problem ids, got a {type(splits).__name__}")
+    if split not in splits: raise InputError(f"{splits_file}: split {split!r} is not in it (it has {', '.join(splits)})")
+    pids = splits[split]
+    if not (isinstance(pids, list) and all(isinstance(pid, str) for pid in pids)):
+        raise InputError(f"{splits_file}: field '{split}': expected a list of problem ids (strings)")
+    problems = read_json(problems_file, "ScienceQA problem file (problem id -> problem), in ScienceQA's data/scienceqa folder")
+    if not isinstance(problems, dict): raise InputError(f"{problems_file}: expected a JSON object of problem id -> problem, got a {type(problems).__name__}")
+    missing = [pid for pid in pids if pid not in problems]
+    if missing: raise InputError(f"{splits_file}: split {split!r} names {len(missing)} problem(s) missing from problems.json, e.g. {missing[:3]}")
+    for pid in pids: check_problem(pid, problems[pid], str(problems_file))
+    return problems, pids
 
 def sqa_records(base_dir: str | Path, split: str, prompt_format: str = "QCM-LEPA") -> list[dict]:
     "The LLaVA records of one ScienceQA split in `prompt_format`."
-    problems, pids = _load(Path(base_dir), split)
+    problems, pids = load_sqa_split(base_dir, split)
     records = []
     for pid, (text_in, text_out) in build_prompt_chatbot(problems, pids, prompt_format, is_test=False).items():
         if text_in.startswith("Question: "): text_in = text_in.replace("Question: ", "")
@@ -136,7 +162,7 @@ def main(argv: list[str] | None = None):
     args, rest = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     task = rest[0] if rest else "convert_to_llava"
     if task not in TASKS or len(rest) > 1: raise SystemExit(f"usage: convert_sqa_to_llava {{{','.join(TASKS)}}} --base-dir DIR --split SPLIT; got {rest}")
-    return TASKS[task](args.base_dir, args.split, args.prompt_format, args.out_dir)
+    with user_errors(): return TASKS[task](args.base_dir, args.split, args.prompt_format, args.out_dir)
 
 # %% ../../nbs/14_data.convert_sqa_to_llava.ipynb #b463de16
 #| eval: false

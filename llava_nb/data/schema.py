@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..core import DEFAULT_IMAGE_TOKEN
+from ..core import DEFAULT_IMAGE_TOKEN, InputError, check_file, read_text
 
 # %% auto #0
 __all__ = ['ROLES', 'RecordProblem', 'check_record', 'LlavaRecords', 'modality_length', 'load_llava_records']
@@ -93,15 +93,21 @@ def modality_length(rec: dict) -> int:
     return max(words, 1) if rec.get("image") is not None else -max(words, 1)
 
 # %% ../../nbs/10_data.schema.ipynb #1d7989e0
+def _parse_line(line: bytes, start: int) -> object:
+    "A JSON line's record, or an `InputError` saying what is wrong with the line (`start`: its byte offset in the file)."
+    try: text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return InputError(f"not UTF-8 text (byte 0x{line[e.start]:02x} at byte offset {start + e.start}); expected a UTF-8 file")
+    try: return json.loads(text)
+    except json.JSONDecodeError as e: return InputError(f"malformed JSON: {e.msg} (column {e.colno})")
+
 def _iter_json_lines(path: Path):
-    "(line number, byte offset, parsed record or JSON error) for each non-blank line."
+    "(line number, byte offset, record or `InputError`) for each non-blank line."
     with open(path, "rb") as f:
         offset = 0
         for lineno, line in enumerate(f, 1):
             start, offset = offset, offset + len(line)
-            if not line.strip(): continue
-            try: yield lineno, start, json.loads(line)
-            except json.JSONDecodeError as e: yield lineno, start, e
+            if line.strip(): yield lineno, start, _parse_line(line, start)
 
 def _is_json_lines(path: Path) -> bool:
     with open(path, "rb") as f:
@@ -113,19 +119,18 @@ def load_llava_records(path: str | Path,  # a LLaVA .json (a list of records) or
                        max_report: int = 20,  # problems shown in the error message
                       ) -> LlavaRecords:
     "Read and check a LLaVA data file; every bad record is reported by file, index, id and field."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: no such data file")
+    path = check_file(path, "LLaVA data file (.json or .jsonl)")
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error {on_error!r}: expected 'raise' or 'skip'")
     out, keep, lengths, lazy = LlavaRecords(path), [], [], _is_json_lines(path)
     if lazy:
         entries = ((n, lineno, off, rec) for n, (lineno, off, rec) in enumerate(_iter_json_lines(path)))
     else:
-        try: data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e: raise ValueError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-        if not isinstance(data, list): raise ValueError(f"{path}: expected a JSON list of records (or JSON lines), found a {type(data).__name__}")
+        try: data = json.loads(read_text(path, "LLaVA data file"))
+        except json.JSONDecodeError as e: raise InputError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        if not isinstance(data, list): raise InputError(f"{path}: expected a JSON list of records (or JSON lines), found a {type(data).__name__}")
         entries = ((n, None, None, rec) for n, rec in enumerate(data))
     for index, lineno, offset, rec in entries:
-        issues = ([("", f"malformed JSON: {rec.msg} (column {rec.colno})")] if isinstance(rec, json.JSONDecodeError) else check_record(rec))
+        issues = [("", str(rec))] if isinstance(rec, InputError) else check_record(rec)
         if issues:
             rid = rec.get("id") if isinstance(rec, dict) else None
             out.problems += [RecordProblem(str(path), index, None if rid is None else str(rid), f, m, lineno) for f, m in issues]
@@ -133,10 +138,11 @@ def load_llava_records(path: str | Path,  # a LLaVA .json (a list of records) or
             continue
         keep.append(offset if offset is not None else rec)
         lengths.append(modality_length(rec))
+    if not keep and not out.skipped: raise InputError(f"{path}: no records (the file is empty); expected a JSON list of records or JSON lines")
     if out.problems and on_error == "raise":
         shown = "\n  ".join(str(p) for p in out.problems[:max_report])
         more = f"\n  ... and {len(out.problems) - max_report} more" if len(out.problems) > max_report else ""
-        raise ValueError(f"{path}: {out.skipped} bad record(s) of {out.skipped + len(keep)}, {len(out.problems)} problem(s):\n  {shown}{more}\n"
+        raise InputError(f"{path}: {out.skipped} bad record(s) of {out.skipped + len(keep)}, {len(out.problems)} problem(s):\n  {shown}{more}\n"
                          "(pass on_error='skip' to drop them and train on the rest)")
     if out.skipped: warnings.warn(f"{path}: skipped {out.skipped} bad record(s) of {out.skipped + len(keep)} ({len(out.problems)} problems)")
     if lazy: out.offsets = np.asarray(keep, dtype=np.int64)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import openai
 
-from ..core import ArgumentParser
-from .jsonl import ResumableJsonl, read_jsonl
+from ..core import ArgumentParser, InputError, read_json, user_errors
+from .jsonl import ResumableJsonl, iter_jsonl, read_jsonl
 
 # %% auto #0
 __all__ = ['SYSTEM_PROMPT', 'UNPARSED', 'RETRYABLE', 'llava_bench_path', 'review_content', 'parse_score', 'review_jobs',
@@ -54,26 +54,64 @@ def parse_score(review: str, lenient: bool = False) -> list[float]:
     except (ValueError, AttributeError): return list(UNPARSED)
 
 # %% ../../nbs/45_eval.eval_gpt_review_visual.ipynb #4341518f
-def _by_id(rows: list[dict], path) -> dict:
+def _expect(row: dict, where: str, name: str, kind, expected: str) -> None:
+    "Fail, naming the field, unless `row[name]` is a `kind`."
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InputError(f"{where}: field '{name}': expected {expected}, got {json.dumps(value)[:80]}")
+
+def _read_questions(path) -> list[dict]:
+    questions = []
+    for n, q in iter_jsonl(path, ("question_id", "image", "text", "category"), "question file"):
+        _expect(q, f"{path}:{n}", "question_id", (str, int), "a string or an integer")
+        for name in ("image", "text", "category"): _expect(q, f"{path}:{n}", name, str, "a string")
+        questions.append(q)
+    return questions
+
+def _read_answers(path) -> dict:
+    "question_id -> answer row."
     out = {}
-    for r in rows:
-        if r["question_id"] in out: raise ValueError(f"{path}: question_id {r['question_id']!r} appears more than once")
+    for n, r in iter_jsonl(path, ("question_id", "text"), "answer file"):
+        _expect(r, f"{path}:{n}", "question_id", (str, int), "a string or an integer")
+        _expect(r, f"{path}:{n}", "text", str, "a string")
+        if r["question_id"] in out: raise InputError(f"{path}:{n}: question_id {r['question_id']!r} appears more than once")
         out[r["question_id"]] = r
     return out
 
+def _read_contexts(path) -> dict:
+    "image -> its captions and boxes."
+    out = {}
+    for n, c in iter_jsonl(path, ("image", "captions", "instances"), "context file"):
+        _expect(c, f"{path}:{n}", "image", str, "a string")
+        if not (isinstance(c["captions"], list) and all(isinstance(x, str) for x in c["captions"])):
+            raise InputError(f"{path}:{n}: field 'captions': expected a list of strings")
+        if not (isinstance(c["instances"], list) and all(isinstance(x, dict) and {"category", "bbox"} <= set(x) for x in c["instances"])):
+            raise InputError(f"{path}:{n}: field 'instances': expected a list of {{'category', 'bbox'}} objects")
+        out[c["image"]] = c
+    return out
+
+def _read_rules(path) -> dict:
+    "category -> {'role', 'prompt'}."
+    rules = read_json(path, "rule file (a JSON object of category -> {'role', 'prompt'})")
+    if not isinstance(rules, dict): raise InputError(f"{path}: expected a JSON object of category -> {{'role', 'prompt'}}, got a {type(rules).__name__}")
+    for category, rule in rules.items():
+        if not (isinstance(rule, dict) and isinstance(rule.get("role"), str) and isinstance(rule.get("prompt"), str)):
+            raise InputError(f"{path}: field '{category}': expected {{'role': a string, 'prompt': a string}}, got {json.dumps(rule)[:80]}")
+    return rules
+
 def review_jobs(question_file, context_file, answer_files: list, rule_file) -> list[dict]:
     "One `{row, content, placeholder}` job per question: the review row without its result, the judge's prompt, and whether the model answered without the real image."
-    if len(answer_files) != 2: raise ValueError(f"--answer-list: expected two answer files (reference, model), got {len(answer_files)}")
-    questions = read_jsonl(question_file, required=("question_id", "image", "text", "category"))
-    answers = [_by_id(read_jsonl(f, required=("question_id", "text")), f) for f in answer_files]
-    contexts = {c["image"]: c for c in read_jsonl(context_file, required=("image", "captions", "instances"))}
-    rules = json.loads(Path(rule_file).read_text())
+    if len(answer_files) != 2: raise InputError(f"--answer-list: expected two answer files (reference, model), got {len(answer_files)}")
+    questions = _read_questions(question_file)
+    answers = [_read_answers(f) for f in answer_files]
+    contexts = _read_contexts(context_file)
+    rules = _read_rules(rule_file)
     jobs = []
     for i, q in enumerate(questions):
         for f, a in zip(answer_files, answers):
-            if q["question_id"] not in a: raise ValueError(f"{f}: no answer to question_id {q['question_id']!r} of {question_file}")
-        if q["image"] not in contexts: raise ValueError(f"{context_file}: no captions and boxes for image {q['image']!r} (question_id {q['question_id']!r})")
-        if q["category"] not in rules: raise ValueError(f"{rule_file}: no rule for category {q['category']!r} (question_id {q['question_id']!r})")
+            if q["question_id"] not in a: raise InputError(f"{f}: no answer to question_id {q['question_id']!r} of {question_file}")
+        if q["image"] not in contexts: raise InputError(f"{context_file}: no captions and boxes for image {q['image']!r} (question_id {q['question_id']!r})")
+        if q["category"] not in rules: raise InputError(f"{rule_file}: no rule for category {q['category']!r} (question_id {q['question_id']!r})")
         a1, a2 = answers[0][q["question_id"]], answers[1][q["question_id"]]
         row = {"id": i + 1, "question_id": q["question_id"], "answer1_id": a1.get("answer_id", a1["question_id"]),
                "answer2_id": a2.get("answer_id", a2["question_id"]), "category": q["category"]}
@@ -158,8 +196,9 @@ def main(argv: list[str] | None = None):
     p.add_argument("--retry-unparseable", action="store_true", help="ask again for rows whose reply had no score pair")
     args = p.parse_args(argv)
     key = os.environ.get(args.api_key_env)
-    if not key: raise SystemExit(f"set {args.api_key_env} to the judge's API key (any non-empty value for a local server)")
-    jobs = review_jobs(args.question, args.context, args.answer_list, args.rule)
+    with user_errors():
+        if not key: raise InputError(f"set {args.api_key_env} to the judge's API key (any non-empty value for a local server)")
+        jobs = review_jobs(args.question, args.context, args.answer_list, args.rule)
     client = openai.OpenAI(api_key=key, base_url=args.base_url, max_retries=0, timeout=args.timeout)
     report = review(jobs, args.output, client, args.judge_model, args.parallel, args.max_tokens, args.lenient_parse, args.retry_unparseable,
                     log=lambda m: print(m, file=sys.stderr), max_retries=args.max_retries, backoff=args.backoff)

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import ArgumentParser
-from .jsonl import read_jsonl
+from ..core import ArgumentParser, InputError, user_errors
+from ..data.convert_sqa_to_llava import load_sqa_split
+from .jsonl import iter_jsonl
 
 # %% auto #0
-__all__ = ['OPTIONS', 'ANSWER_PATTERN', 'SUBJECTS', 'extract_answer', 'get_pred_idx', 'load_split', 'score_science_qa',
-           'breakdown', 'main']
+__all__ = ['OPTIONS', 'ANSWER_PATTERN', 'SUBJECTS', 'extract_answer', 'get_pred_idx', 'load_split', 'read_results',
+           'score_science_qa', 'breakdown', 'main']
 
 # %% ../../nbs/47_eval.eval_science_qa.ipynb #b4fea8e9
 OPTIONS = ["A", "B", "C", "D", "E"]
@@ -35,15 +36,18 @@ def get_pred_idx(prediction: str, choices: list, options: list[str] = OPTIONS) -
 
 # %% ../../nbs/47_eval.eval_science_qa.ipynb #348ea055
 def load_split(base_dir: str | Path, split: str = "test") -> dict:
-    "problem id -> problem for one split of a ScienceQA folder."
-    base_dir = Path(base_dir)
-    for name in ("problems.json", "pid_splits.json"):
-        if not (base_dir / name).is_file(): raise FileNotFoundError(f"{base_dir / name}: missing (expected ScienceQA's data/scienceqa folder)")
-    splits, problems = json.loads((base_dir / "pid_splits.json").read_text()), json.loads((base_dir / "problems.json").read_text())
-    if split not in splits: raise ValueError(f"{base_dir / 'pid_splits.json'}: no split {split!r}; has {sorted(splits)}")
-    missing = [p for p in splits[split] if p not in problems]
-    if missing: raise ValueError(f"{base_dir / 'problems.json'}: split {split!r} names {len(missing)} unknown problem(s), e.g. {missing[:3]}")
-    return {pid: problems[pid] for pid in splits[split]}
+    "problem id -> problem for one split of a ScienceQA folder (every problem checked, as `load_sqa_split` does)."
+    problems, pids = load_sqa_split(base_dir, split)
+    return {pid: problems[pid] for pid in pids}
+
+def read_results(path: str | Path) -> list[dict]:
+    "The answer rows of a result file, each with a string `question_id`, `text` and `prompt`."
+    rows = []
+    for n, row in iter_jsonl(path, ("question_id", "text", "prompt"), "result file (model_vqa_science answers)"):
+        for name in ("text", "prompt"):
+            if not isinstance(row[name], str): raise InputError(f"{path}:{n}: field '{name}': expected a string, got {json.dumps(row[name])[:80]}")
+        rows.append(row)
+    return rows
 
 def score_science_qa(problems: dict, predictions: list[dict], options: list[str] = OPTIONS) -> tuple[dict, dict, pd.DataFrame]:
     "(results {'correct', 'incorrect'}, sqa_results {acc, correct, count, results, outputs}, per-problem table)."
@@ -84,8 +88,9 @@ def main(argv: list[str] | None = None):
     p.add_argument("--output-file", required=True); p.add_argument("--output-result", required=True)
     p.add_argument("--split", default="test"); p.add_argument("--options", nargs="+", default=OPTIONS)
     args = p.parse_args(argv)
-    problems = load_split(args.base_dir, args.split)
-    results, sqa, per_problem = score_science_qa(problems, read_jsonl(args.result_file, required=("question_id", "text", "prompt")), args.options)
+    with user_errors():
+        problems = load_split(args.base_dir, args.split)
+        results, sqa, per_problem = score_science_qa(problems, read_results(args.result_file), args.options)
     table = breakdown(per_problem)
     sqa["breakdown"] = {k: (None if pd.isna(v) else v) for k, v in table.items()}
     mm = results["correct"] + results["incorrect"]
@@ -93,8 +98,9 @@ def main(argv: list[str] | None = None):
     img = f"{100 * mm_correct / mm_total:.2f}%" if mm_total else "n/a"
     print(f"Total: {sqa['count']}, Correct: {sqa['correct']}, Accuracy: {sqa['acc']:.2f}%, IMG-Accuracy: {img}")
     print(table.to_frame().T.to_string(index=False))
-    Path(args.output_file).write_text(json.dumps(results, indent=2))
-    Path(args.output_result).write_text(json.dumps(sqa, indent=2))
+    with user_errors():
+        Path(args.output_file).write_text(json.dumps(results, indent=2))
+        Path(args.output_result).write_text(json.dumps(sqa, indent=2))
     return sqa
 
 # %% ../../nbs/47_eval.eval_science_qa.ipynb #45953268

@@ -9,26 +9,34 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
+
+from ..core import InputError, read_text
 
 # %% auto #0
-__all__ = ['read_jsonl', 'ResumableJsonl', 'split_list', 'get_chunk']
+__all__ = ['iter_jsonl', 'read_jsonl', 'ResumableJsonl', 'split_list', 'get_chunk']
 
 # %% ../../nbs/41_eval.jsonl.ipynb #74b831a2
-def read_jsonl(path: str | Path,  # a JSON-lines file
+def iter_jsonl(path: str | Path,  # a JSON-lines file
                required: Iterable[str] = (),  # keys every row must have
-              ) -> list[dict]:
-    "The rows of a JSONL file (blank lines skipped); a bad line or a missing key raises `ValueError` naming file and line."
-    rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+               what: str = "JSON-lines file",  # what the file is, for messages: 'question file', 'review file', ...
+              ) -> Iterator[tuple[int, dict]]:
+    "(line number, row) for each row of a JSONL file (blank lines skipped); a bad line or a missing key raises `InputError` naming file and line."
+    for n, line in enumerate(read_text(path, what).splitlines(), 1):
         if not line.strip(): continue
         try: row = json.loads(line)
-        except json.JSONDecodeError as e: raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}): {line[:80]!r}") from None
-        if not isinstance(row, dict): raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+        except json.JSONDecodeError as e: raise InputError(f"{path}:{n}: not valid JSON ({e.msg}): {line[:80]!r}; expected a {what}") from None
+        if not isinstance(row, dict): raise InputError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
         missing = [k for k in required if k not in row]
-        if missing: raise ValueError(f"{path}:{n}: missing field(s) {', '.join(missing)}")
-        rows.append(row)
-    return rows
+        if missing: raise InputError(f"{path}:{n}: missing field(s) {', '.join(missing)}")
+        yield n, row
+
+def read_jsonl(path: str | Path,  # a JSON-lines file
+               required: Iterable[str] = (),  # keys every row must have
+               what: str = "JSON-lines file",  # what the file is, for messages
+              ) -> list[dict]:
+    "The rows of a JSONL file (blank lines skipped); a bad line or a missing key raises `InputError` naming file and line."
+    return [row for _, row in iter_jsonl(path, required, what)]
 
 # %% ../../nbs/41_eval.jsonl.ipynb #16e0a6d5
 class ResumableJsonl:
@@ -73,12 +81,12 @@ class ResumableJsonl:
 # %% ../../nbs/41_eval.jsonl.ipynb #f38e1a6f
 def split_list(lst: list, n: int) -> list[list]:
     "`lst` cut into pieces of `ceil(len(lst) / n)` items (the reference's `split_list`)."
-    if n < 1: raise ValueError(f"--num-chunks must be at least 1, got {n}")
+    if n < 1: raise InputError(f"--num-chunks must be at least 1, got {n}")
     size = max(1, math.ceil(len(lst) / n))
     return [lst[i:i + size] for i in range(0, len(lst), size)]
 
 def get_chunk(lst: list, n: int, k: int) -> list:
     "Chunk `k` of `n` (empty when `lst` has fewer than `n` pieces)."
-    if not 0 <= k < n: raise ValueError(f"--chunk-idx must be in 0..{n - 1}, got {k}")
+    if not 0 <= k < n: raise InputError(f"--chunk-idx must be in 0..{n - 1}, got {k}")
     chunks = split_list(lst, n)
     return chunks[k] if k < len(chunks) else []

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import uuid
 from pathlib import Path
 
@@ -14,15 +15,16 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..conversation import SeparatorStyle, conv_templates, conv_templates_2023
-from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, ImageLoadError, load_image, set_seed
-from .jsonl import ResumableJsonl, get_chunk, read_jsonl
+from ..core import (DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, ImageLoadError, InputError,
+                           load_image, set_seed, user_errors)
+from .jsonl import ResumableJsonl, get_chunk, iter_jsonl, read_jsonl
 from ..mm_utils import (KeywordsStoppingCriteria, expand_image_tokens_2023, get_model_name_from_path, process_images,
                                tokenizer_image_token)
 
 # %% auto #0
 __all__ = ['is_2023_model', 'get_template', 'stop_string', 'build_prompt', 'encode_prompt', 'left_pad', 'generate_batch',
            'placeholder_image', 'load_question_image', 'answer_row', 'check_unique_ids', 'answer_questions',
-           'vqa_arg_parser', 'load_model_for_eval', 'gen_kwargs', 'main']
+           'vqa_arg_parser', 'load_model_for_eval', 'gen_kwargs', 'read_questions', 'main']
 
 # %% ../../nbs/42_eval.model_vqa.ipynb #24135a10
 def is_2023_model(model) -> bool:
@@ -172,17 +174,26 @@ def load_model_for_eval(args):
 def gen_kwargs(args) -> dict:
     return dict(temperature=args.temperature, top_p=args.top_p, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
 
+def read_questions(path: Path) -> list[dict]:
+    "The rows of a question file, each with a `question_id`, and an `image` and a `text` that are strings."
+    questions = []
+    for n, q in iter_jsonl(path, ("question_id", "image", "text"), "question file"):
+        for name in ("image", "text"):
+            if not isinstance(q[name], str): raise InputError(f"{path}:{n}: field '{name}': expected a string, got {json.dumps(q[name])[:80]}")
+        questions.append(q)
+    return questions
+
 def main(argv: list[str] | None = None):
     "`python -m llava_nb.eval.model_vqa`: answer a LLaVA-Bench-style question file."
     p = vqa_arg_parser(main.__doc__)
     p.add_argument("--missing-image", choices=["error", "placeholder"], default="error",
                    help="what to do when an image file is absent (placeholder: a grey image, flagged in each row's metadata)")
     args = p.parse_args(argv)
-    questions = read_jsonl(Path(args.question_file).expanduser(), required=("question_id", "image", "text"))
-    questions = get_chunk(questions, args.num_chunks, args.chunk_idx)
-    tokenizer, model, image_processor, model_id = load_model_for_eval(args)
-    rows = answer_questions(model, tokenizer, image_processor, questions, Path(args.answers_file).expanduser(), args.image_folder,
-                            model_id, args.conv_mode, args.batch_size, args.missing_image, **gen_kwargs(args))
+    with user_errors():
+        questions = get_chunk(read_questions(Path(args.question_file).expanduser()), args.num_chunks, args.chunk_idx)
+        tokenizer, model, image_processor, model_id = load_model_for_eval(args)
+        rows = answer_questions(model, tokenizer, image_processor, questions, Path(args.answers_file).expanduser(), args.image_folder,
+                                model_id, args.conv_mode, args.batch_size, args.missing_image, **gen_kwargs(args))
     placeholders = sum(bool(r["metadata"].get("image_placeholder")) for r in rows)
     print(f"{len(rows)} answers in {args.answers_file}" + (f" ({placeholders} with a placeholder image)" if placeholders else ""))
 

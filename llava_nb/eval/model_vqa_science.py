@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..core import DEFAULT_IMAGE_TOKEN
-from .jsonl import ResumableJsonl, get_chunk, read_jsonl
+from ..core import DEFAULT_IMAGE_TOKEN, InputError, read_json, user_errors
+from .jsonl import ResumableJsonl, get_chunk, iter_jsonl
 from .model_vqa import (answer_row, build_prompt, check_unique_ids, gen_kwargs, generate_batch, get_template,
                                      load_model_for_eval, load_question_image, stop_string, vqa_arg_parser)
 
@@ -24,9 +24,18 @@ SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices dir
 def read_science_questions(path: str | Path) -> list[dict]:
     "LLaVA records from a `.json` list or a `.jsonl` file, each checked for `id` and a first human turn."
     path = Path(path)
-    rows = json.loads(path.read_text()) if path.suffix == ".json" else read_jsonl(path)
-    for n, r in enumerate(rows):
-        if "id" not in r or not r.get("conversations"): raise ValueError(f"{path}: record {n} has no 'id' or no 'conversations'")
+    if path.suffix == ".json":
+        rows = read_json(path, "question file (a JSON list of LLaVA records)")
+        if not isinstance(rows, list): raise InputError(f"{path}: expected a JSON list of LLaVA records, got a {type(rows).__name__}")
+        places = [f"{path} record {n}" for n in range(len(rows))]
+    else:
+        numbered = list(iter_jsonl(path, what="question file (LLaVA records, one a line)"))
+        rows, places = [r for _, r in numbered], [f"{path}:{n}" for n, _ in numbered]
+    for r, where in zip(rows, places):
+        if not isinstance(r, dict) or "id" not in r: raise InputError(f"{where}: field 'id': missing (expected a LLaVA record with an 'id')")
+        turns = r.get("conversations")
+        if not (isinstance(turns, list) and turns and isinstance(turns[0], dict) and isinstance(turns[0].get("value"), str)):
+            raise InputError(f"{where}: field 'conversations[0].value': expected a first turn holding the question as a string")
     return rows
 
 def science_question(record: dict, single_pred_prompt: bool = False) -> tuple[str, str, bool]:
@@ -73,10 +82,11 @@ def main(argv: list[str] | None = None):
     p.add_argument("--single-pred-prompt", action="store_true", help="ask for the option's letter only")
     p.add_argument("--answer-prompter", action="store_true", help="second pass on prompt + reasoning + ' ###\\nANSWER:'")
     args = p.parse_args(argv)
-    records = get_chunk(read_science_questions(Path(args.question_file).expanduser()), args.num_chunks, args.chunk_idx)
-    tokenizer, model, image_processor, model_id = load_model_for_eval(args)
-    rows = answer_science(model, tokenizer, image_processor, records, Path(args.answers_file).expanduser(), args.image_folder, model_id,
-                          args.conv_mode, args.batch_size, args.single_pred_prompt, args.answer_prompter, **gen_kwargs(args))
+    with user_errors():
+        records = get_chunk(read_science_questions(Path(args.question_file).expanduser()), args.num_chunks, args.chunk_idx)
+        tokenizer, model, image_processor, model_id = load_model_for_eval(args)
+        rows = answer_science(model, tokenizer, image_processor, records, Path(args.answers_file).expanduser(), args.image_folder, model_id,
+                              args.conv_mode, args.batch_size, args.single_pred_prompt, args.answer_prompter, **gen_kwargs(args))
     print(f"{len(rows)} answers in {args.answers_file}")
 
 # %% ../../nbs/43_eval.model_vqa_science.ipynb #64dfa160

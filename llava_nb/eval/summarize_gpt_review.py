@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -13,32 +14,54 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core import ArgumentParser
-from .jsonl import read_jsonl
+from ..core import ArgumentParser, InputError, user_errors
+from .jsonl import iter_jsonl
 
 # %% auto #0
-__all__ = ['CATEGORY_ORDER', 'UNPARSED', 'PUBLISHED', 'score_pair', 'summarize_reviews', 'review_files', 'run_name', 'summarize',
-           'to_json_dict', 'score_table', 'plot_scores', 'main']
+__all__ = ['CATEGORY_ORDER', 'UNPARSED', 'PAIR', 'PUBLISHED', 'score_pair', 'summarize_reviews', 'review_files', 'run_name',
+           'summarize', 'to_json_dict', 'score_table', 'plot_scores', 'main']
 
 # %% ../../nbs/46_eval.summarize_gpt_review.ipynb #c7c052c2
 CATEGORY_ORDER = ["conv", "detail", "complex"]
 UNPARSED = [-1, -1]
+PAIR = "a pair of finite numbers [reference score, model score] ([-1, -1] when the judge's reply had none)"
+
+def _finite(x) -> float | None:
+    "`x` (a number, or a number written as a string) as a finite float; None for anything else."
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)): return None
+    try: x = float(x)
+    except ValueError: return None
+    return x if math.isfinite(x) else None
 
 def score_pair(review: dict, where: str = "") -> list[float]:
     "A review's score pair, from `tuple` (current) or `score` (the oldest files)."
-    pair = review.get("tuple", review.get("score"))
-    if not (isinstance(pair, list) and len(pair) == 2): raise ValueError(f"{where}: review row has no 'tuple' or 'score' pair: {str(review)[:120]}")
-    return [float(x) for x in pair]
+    field = "tuple" if "tuple" in review else "score"
+    if field not in review: raise InputError(f"{where}: no 'tuple' or 'score' field; expected {PAIR}")
+    pair = review[field]
+    scores = [_finite(x) for x in pair] if isinstance(pair, list) and len(pair) == 2 else [None]
+    if None in scores: raise InputError(f"{where}: field '{field}': expected {PAIR}, got {json.dumps(pair)[:80]}")
+    return scores
 
-def summarize_reviews(reviews: list[dict], ignore=(), where: str = "") -> pd.DataFrame:
+def _category(review: dict, where: str) -> str | None:
+    category = review.get("category")
+    if category is not None and not isinstance(category, str):
+        raise InputError(f"{where}: field 'category': expected a string such as 'conv', got {json.dumps(category)[:80]}")
+    return category
+
+def summarize_reviews(reviews: list[dict],  # review rows
+                      ignore=(),  # question ids to leave out
+                      where: str = "reviews",  # their file, for messages
+                      lines: list[int] | None = None,  # each review's line in that file, for messages (default: its position)
+                     ) -> pd.DataFrame:
     "One row per category (and 'all'): relative, reference, model (mean scores), n (parsed pairs), unparsed."
+    if not reviews: raise InputError(f"{where}: no reviews (the file is empty); expected one JSON review per line")
     ignore = {str(i) for i in ignore}
     scores, unparsed = defaultdict(list), defaultdict(int)
-    for r in reviews:
+    for i, r in enumerate(reviews):
         if str(r.get("question_id")) in ignore: continue
-        pair = score_pair(r, where)
-        keys = [r["category"], "all"] if "category" in r else ["all"]
-        for k in keys:
+        place = f"{where}:{lines[i]}" if lines else f"{where} review #{i}"
+        pair, category = score_pair(r, place), _category(r, place)
+        for k in ([] if category is None else [category]) + ["all"]:
             if pair == UNPARSED: unparsed[k] += 1
             else: scores[k].append(pair)
     cats = sorted(set(scores) | set(unparsed), key=lambda c: (c == "all", CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER else 99, c))
@@ -49,17 +72,18 @@ def summarize_reviews(reviews: list[dict], ignore=(), where: str = "") -> pd.Dat
             rel = round(s1 / s0 * 100, 1) if s0 else float("nan")
         else: s0 = s1 = rel = float("nan")
         rows.append({"category": c, "relative": rel, "reference": s0, "model": s1, "n": len(scores[c]), "unparsed": unparsed[c]})
-    return pd.DataFrame(rows).set_index("category")
+    return pd.DataFrame(rows, columns=["category", "relative", "reference", "model", "n", "unparsed"]).set_index("category")
 
 # %% ../../nbs/46_eval.summarize_gpt_review.ipynb #936048c0
 def review_files(files: list | None = None, folder: str | Path | None = None) -> list[Path]:
     "The review files to summarize, selected as the reference does."
     if files: return [Path(f) for f in files]
-    if folder is None: raise ValueError("give review files (-f) or a folder (-d)")
+    if folder is None: raise InputError("give review files (-f) or a folder (-d)")
     folder = Path(folder)
+    if not folder.is_dir(): raise InputError(f"{folder}: no such folder (expected a folder of review files)")
     names = [x for x in os.listdir(folder) if x.endswith(".jsonl") and
              (x.startswith(("gpt4_text", "reviews_", "review_")) or "review" in str(folder))]
-    if not names: raise ValueError(f"{folder}: no review files (gpt4_text*.jsonl, review_*.jsonl, reviews_*.jsonl)")
+    if not names: raise InputError(f"{folder}: no review files (gpt4_text*.jsonl, review_*.jsonl, reviews_*.jsonl)")
     return [folder / x for x in sorted(names)]
 
 def run_name(path: str | Path) -> str:
@@ -68,8 +92,13 @@ def run_name(path: str | Path) -> str:
 
 def summarize(files: list | None = None, folder: str | Path | None = None, ignore=()) -> pd.DataFrame:
     "The summary of every selected review file, as one long table: run, category, relative, reference, model, n, unparsed."
-    tables = [summarize_reviews(read_jsonl(f), ignore, str(f)).reset_index().assign(run=run_name(f)) for f in review_files(files, folder)]
+    tables = [_summarize_file(f, ignore).reset_index().assign(run=run_name(f)) for f in review_files(files, folder)]
     return pd.concat(tables, ignore_index=True)[["run", "category", "relative", "reference", "model", "n", "unparsed"]]
+
+def _summarize_file(path: Path, ignore) -> pd.DataFrame:
+    numbered = list(iter_jsonl(path, what="review file"))
+    reviews = [row for _, row in numbered]
+    return summarize_reviews(reviews, ignore, str(path), lines=[n for n, _ in numbered])
 
 # %% ../../nbs/46_eval.summarize_gpt_review.ipynb #ff99981e
 def to_json_dict(summary: pd.DataFrame) -> dict:
@@ -113,9 +142,10 @@ def main(argv: list[str] | None = None):
     p.add_argument("--json", action="store_true", help="print JSON: {category: {relative, reference, model, n, unparsed}}")
     p.add_argument("--output-json", default=None)
     args = p.parse_args(argv)
-    summary = summarize(args.files, args.dir, args.ignore)
-    data = to_json_dict(summary)
-    if args.output_json: Path(args.output_json).write_text(json.dumps(data, indent=2))
+    with user_errors():
+        summary = summarize(args.files, args.dir, args.ignore)
+        data = to_json_dict(summary)
+        if args.output_json: Path(args.output_json).write_text(json.dumps(data, indent=2))
     if args.json: print(json.dumps(data, indent=2)); return data
     for run, df in summary.groupby("run", sort=False):
         print(run); print(df.drop(columns="run").set_index("category").to_string()); print("=" * 40)

@@ -13,14 +13,16 @@ from types import SimpleNamespace
 import torch
 from transformers import AutoModelForCausalLM
 
-from ..core import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, default_device, default_dtype
+from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, InputError,
+    default_device, default_dtype, load_tensors, read_json)
 from ..tokenizer import load_tokenizer
 from .llava import is_multimodal_config, llava_class_for, resize_embeddings_mean
 
 # %% auto #0
 __all__ = ['WEIGHT_FILES', 'DEFAULT_VISION_TOWER_2023', 'PEFT_04_LORA_KEYS', 'read_config_json', 'is_llava_hf_config',
-           'checkpoint_kind', 'llava_config', 'attention_implementation', 'load_pretrained_model', 'prepare_multimodal',
-           'context_length', 'save_llava_checkpoint', 'save_lora_adapters']
+           'checkpoint_kind', 'llava_config', 'attention_implementation', 'check_weight_files', 'checkpoint_location',
+           'load_pretrained_model', 'prepare_multimodal', 'context_length', 'save_llava_checkpoint',
+           'save_lora_adapters']
 
 # %% ../../nbs/07_model.builder.ipynb #ef338d94
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -30,9 +32,10 @@ def read_config_json(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         file = path / "config.json"
-        if not file.exists(): raise FileNotFoundError(f"{path}: no config.json (is this a model folder?)")
-        try: return json.loads(file.read_text())
-        except json.JSONDecodeError as e: raise ValueError(f"{file}: not valid JSON ({e})") from None
+        if not file.is_file(): raise InputError(f"{path}: no config.json (is this a model folder?)")
+        config = read_json(file, "model config (a JSON object)")
+        if not isinstance(config, dict): raise InputError(f"{file}: expected a JSON object of model settings, got a {type(config).__name__}")
+        return config
     from transformers import PretrainedConfig
     return PretrainedConfig.get_config_dict(str(path))[0]
 
@@ -60,8 +63,9 @@ def llava_config(config: dict,  # a config.json as a dict
                 ):
     "The LLaVA config object for a reference-format config dict (2023 or latest), old keys filled in."
     d = dict(config)
+    where = Path(name_or_path) / "config.json" if name_or_path is not None else "config.json"
     model_type = d.pop("model_type", None)
-    if model_type is None: raise ValueError("config.json has no 'model_type'")
+    if not isinstance(model_type, str): raise InputError(f"{where}: field 'model_type': expected a string such as 'llava_llama', got {model_type!r}")
     is_2023 = model_type == "llava"
     lm_type = "llama" if is_2023 else model_type.removeprefix("llava_")
     if lm_type == "mpt": raise NotImplementedError("MPT-based LLaVA checkpoints (model_type 'llava_mpt') are not supported by llava_nb")
@@ -69,7 +73,7 @@ def llava_config(config: dict,  # a config.json as a dict
     if not (d.get("mm_vision_tower") or d.get("vision_tower")):
         if is_2023 or d.get("use_mm_proj") or d.get("mm_hidden_size"):
             d["mm_vision_tower"] = DEFAULT_VISION_TOWER_2023  # the 2023 release's only tower
-        else: raise ValueError("config.json names no vision tower ('mm_vision_tower'): not a LLaVA checkpoint")
+        else: raise InputError(f"{where} names no vision tower ('mm_vision_tower'): not a LLaVA checkpoint")
     d.setdefault("mm_vision_select_layer", -2)
     d.setdefault("mm_vision_select_feature", "patch")
     d.setdefault("mm_projector_type", "linear")  # 2023 configs predate the key; their projector is linear
@@ -85,9 +89,9 @@ def llava_config(config: dict,  # a config.json as a dict
 def _quantization(load_8bit: bool, load_4bit: bool, device: torch.device) -> dict:
     if not (load_8bit or load_4bit): return {}
     flag = "--load-4bit" if load_4bit else "--load-8bit"
-    if device.type != "cuda": raise ValueError(f"{flag} needs a CUDA GPU (bitsandbytes quantization); this run uses {device}. Drop the flag to load in full precision.")
+    if device.type != "cuda": raise InputError(f"{flag} needs a CUDA GPU (bitsandbytes quantization); this run uses {device}. Drop the flag to load in full precision.")
     try: import bitsandbytes  # noqa: F401
-    except ImportError: raise ValueError(f"{flag} needs bitsandbytes: pip install -e '.[gpu]'") from None
+    except ImportError: raise InputError(f"{flag} needs bitsandbytes: pip install -e '.[gpu]'") from None
     from transformers import BitsAndBytesConfig
     if load_8bit: return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
     return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16,
@@ -109,11 +113,18 @@ def _strict_check(info: dict, path) -> None:
                 "of the wrong shape": [str(k) for k in info.get("mismatched_keys", [])]}
     problems = {what: sorted(keys) for what, keys in problems.items() if keys}
     if problems:
-        raise ValueError(f"{path}: weights do not match the model: " + "; ".join(
+        raise InputError(f"{path}: weights do not match the model: " + "; ".join(
             f"{what}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}" for what, keys in problems.items()))
 
 # %% ../../nbs/07_model.builder.ipynb #2bd50efb
+def check_weight_files(path: str | Path) -> None:
+    "Read the header of every weights file of a local checkpoint folder, so that a missing, truncated or corrupt one is named before transformers loads it."
+    if not Path(path).is_dir(): return  # a hub name: transformers fetches and checks it
+    from llava_nb.model.delta import CheckpointReader
+    CheckpointReader(path).check_files()
+
 def _load_weights(cls, path, config, strict: bool, **kwargs):
+    check_weight_files(path)
     model, info = cls.from_pretrained(path, config=config, output_loading_info=True, **kwargs)
     if strict: _strict_check(info, path)
     return model
@@ -125,7 +136,7 @@ def _load_lora(model_path: Path, model_base, config, **kwargs):
     model = _load_weights(cls, model_base, config, strict=False, **kwargs)  # the base LM has no projector yet
     extra = model_path / "non_lora_trainables.bin"
     if extra.exists():
-        weights = torch.load(extra, map_location="cpu", weights_only=True)
+        weights = load_tensors(extra)
         weights = {k.removeprefix("base_model."): v for k, v in weights.items()}  # peft's prefix, as the reference strips it
         if any(k.startswith("model.model.") for k in weights): weights = {k.removeprefix("model."): v for k, v in weights.items()}
         _load_named(model, weights, extra)
@@ -138,11 +149,11 @@ def _load_named(model, weights: dict, source, complete: str = "mm_projector") ->
     "Load tensors by state-dict name: strict about names and shapes, and every tensor whose name contains `complete` must be there."
     own = model.state_dict()
     absent = [k for k in own if complete in k and k not in weights]
-    if absent: raise ValueError(f"{source}: the projector's weights are not all there; missing {', '.join(sorted(absent)[:8])}")
+    if absent: raise InputError(f"{source}: the projector's weights are not all there; missing {', '.join(sorted(absent)[:8])}")
     unknown = [k for k in weights if k not in own]
-    if unknown: raise ValueError(f"{source}: tensors the model does not have: {', '.join(sorted(unknown)[:8])}")
+    if unknown: raise InputError(f"{source}: tensors the model does not have: {', '.join(sorted(unknown)[:8])}")
     bad = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in weights.items() if v.shape != own[k].shape]
-    if bad: raise ValueError(f"{source}: wrong shapes: {'; '.join(bad[:5])}")
+    if bad: raise InputError(f"{source}: wrong shapes: {'; '.join(bad[:5])}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()}, strict=False)
 
 def _load_projector_only(model_path: Path, model_base, config, **kwargs):
@@ -150,11 +161,9 @@ def _load_projector_only(model_path: Path, model_base, config, **kwargs):
     cls = llava_class_for(config.model_type)
     model = _load_weights(cls, model_base, config, strict=False, **kwargs)
     file = model_path / "mm_projector.bin"
-    if file.exists(): weights = torch.load(file, map_location="cpu", weights_only=True)
-    else:
-        from safetensors.torch import load_file
-        file = model_path / "mm_projector.safetensors"; weights = load_file(file)
-    if not any("mm_projector" in k for k in weights): raise ValueError(f"{file}: no mm_projector tensors (keys: {', '.join(list(weights)[:5])})")
+    if not file.exists(): file = model_path / "mm_projector.safetensors"
+    weights = load_tensors(file)
+    if not any("mm_projector" in k for k in weights): raise InputError(f"{file}: no mm_projector tensors (keys: {', '.join(list(weights)[:5])})")
     embeds = {k: v for k, v in weights.items() if "embed_tokens" in k}
     if embeds and embeds[next(iter(embeds))].shape[0] != model.get_input_embeddings().weight.shape[0]:
         resize_embeddings_mean(model, embeds[next(iter(embeds))].shape[0])  # start/end tokens were added in stage 1
@@ -162,6 +171,15 @@ def _load_projector_only(model_path: Path, model_base, config, **kwargs):
     return model
 
 # %% ../../nbs/07_model.builder.ipynb #ed565e18
+def checkpoint_location(path: str | Path) -> Path | str:
+    "A local checkpoint folder as a `Path`, a hub name as it is; a path to nothing, or to a file, is an `InputError`."
+    local = Path(path).expanduser()
+    if local.is_dir(): return local
+    if local.exists(): raise InputError(f"{path}: is a file, expected a checkpoint folder (with config.json)")
+    if str(path).startswith(("/", ".", "~")) or str(path).count("/") > 1:
+        raise InputError(f"{path}: no such checkpoint folder (nor a hub name such as 'liuhaotian/llava-v1.5-7b')")
+    return str(path)
+
 def load_pretrained_model(model_path: str | Path,  # checkpoint folder (or hub name)
                           model_base: str | Path | None = None,  # the base LM, for LoRA and projector-only checkpoints
                           model_name: str | None = None,  # display name (the reference read the format from it; we do not)
@@ -173,7 +191,8 @@ def load_pretrained_model(model_path: str | Path,  # checkpoint folder (or hub n
                           dtype: str | torch.dtype | None = None,  # default: fp32 on CPU, bf16/fp16 on GPU
                           **kwargs):
     "Load any LLaVA checkpoint: returns `(tokenizer, model, image_processor, context_len)` like the reference."
-    model_path = Path(model_path) if Path(model_path).exists() else model_path
+    model_path = checkpoint_location(model_path)
+    model_base = None if model_base is None else checkpoint_location(model_base)
     device = default_device(device)
     torch_dtype = default_dtype(device, dtype or "auto")
     load_kwargs = {"dtype": torch_dtype, "attn_implementation": attention_implementation(use_flash_attn, device),
@@ -181,13 +200,14 @@ def load_pretrained_model(model_path: str | Path,  # checkpoint folder (or hub n
     if device.type == "cuda": load_kwargs["device_map"] = device_map if device_map == "auto" else {"": str(device)}
     kind = checkpoint_kind(model_path) if isinstance(model_path, Path) else "llava"
     if kind in ("lora", "projector") and model_base is None:
-        raise ValueError(f"{model_path} is a {'LoRA' if kind == 'lora' else 'projector-only (stage 1)'} checkpoint: "
+        raise InputError(f"{model_path} is a {'LoRA' if kind == 'lora' else 'projector-only (stage 1)'} checkpoint: "
                          "pass model_base / --model-base, the language model it was trained on")
     if kind == "llava-hf":
         from llava_nb.model.hf_format import import_llava_hf
         return import_llava_hf(model_path, device=device, dtype=torch_dtype)
     tokenizer = load_tokenizer(model_base if kind in ("lora", "projector") else model_path)
     if kind == "lm":
+        check_weight_files(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs)
         return tokenizer, _finish(model, device), None, context_length(model.config)
     config = llava_config(read_config_json(model_path), vision_tower, model_path)

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
+from ..core import InputError, load_tensors, read_json
 from ..tokenizer import load_tokenizer
 
 # %% auto #0
@@ -38,7 +39,8 @@ class CheckpointReader:
         "tensor name -> file, from the index file or the single weights file."
         for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
             if (self.path / index).exists():
-                weight_map = json.loads((self.path / index).read_text())["weight_map"]
+                weight_map = read_json(self.path / index, "checkpoint index").get("weight_map")
+                if not isinstance(weight_map, dict): raise InputError(f"{self.path / index}: field 'weight_map': expected tensor name -> shard file")
                 missing = sorted({f for f in weight_map.values() if not (self.path / f).exists()})
                 if missing: raise FileNotFoundError(f"{self.path / index} names shard(s) that are missing: {', '.join(missing)}")
                 return weight_map
@@ -52,11 +54,11 @@ class CheckpointReader:
     def _handle(self, file: str):
         if file not in self._open:
             path = self.path / file
-            try:
-                if file.endswith(".safetensors"): self._open[file] = safe_open(path, "pt")
-                else: self._open[file] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as e:
-                raise ValueError(f"{path}: unreadable or truncated weights file ({type(e).__name__}: {str(e)[:120]})") from None
+            if not file.endswith(".safetensors"): self._open[file] = load_tensors(path, mmap=True)
+            else:
+                try: self._open[file] = safe_open(path, "pt")
+                except Exception as e:
+                    raise InputError(f"{path}: unreadable or truncated weights file ({type(e).__name__}: {str(e)[:120]})") from None
         return self._open[file]
 
     def keys(self) -> list[str]: return list(self.files)
@@ -83,12 +85,13 @@ class CheckpointReader:
             if file.endswith(".safetensors"):
                 with open(path, "rb") as f:
                     head = f.read(8)
-                    if len(head) < 8: raise ValueError(f"{path}: truncated (no safetensors header)")
+                    if len(head) < 8: raise InputError(f"{path}: truncated (no safetensors header)")
                     n = struct.unpack("<Q", head)[0]
-                    header = json.loads(f.read(n) or b"{}")
+                    try: header = json.loads(f.read(min(n, 100_000_000)) or b"{}")
+                    except ValueError: raise InputError(f"{path}: not a safetensors file (its header is not JSON)") from None
                 end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
                 if path.stat().st_size < 8 + n + end:
-                    raise ValueError(f"{path}: truncated ({path.stat().st_size:,} bytes, its header describes {8 + n + end:,})")
+                    raise InputError(f"{path}: truncated ({path.stat().st_size:,} bytes, its header describes {8 + n + end:,})")
             self._handle(file)
 
 # %% ../../nbs/15_model.delta.ipynb #bf5abbba

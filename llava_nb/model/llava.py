@@ -15,7 +15,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFo
                           Qwen2Config, Qwen2ForCausalLM)
 
 from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, IGNORE_INDEX,
-                           IMAGE_TOKEN_INDEX)
+                           IMAGE_TOKEN_INDEX, InputError, load_tensors)
 from .projector import build_vision_projector
 from .vision_tower import CLIPVisionTower, build_vision_tower, resolve_vision_tower_path
 
@@ -255,11 +255,11 @@ def initialize_vision_modules(self: LlavaMetaForCausalLM, vision_tower: str | Pa
 @patch
 def load_projector(self: LlavaMetaForCausalLM, path: str | Path) -> None:
     "Load projector weights from a stage-1 `mm_projector.bin` (any key prefix before `mm_projector.`)."
-    weights = torch.load(path, map_location="cpu", weights_only=True)
+    weights = load_tensors(path)
     own = {k.split("mm_projector.", 1)[1]: v for k, v in weights.items() if "mm_projector." in k}
-    if not own: raise ValueError(f"{path}: no 'mm_projector.*' tensors (keys: {', '.join(list(weights)[:5])}...)")
+    if not own: raise InputError(f"{path}: no 'mm_projector.*' tensors (keys: {', '.join(list(weights)[:5])}...)")
     missing, unexpected = self.model.mm_projector.load_state_dict(own, strict=False)
-    if missing or unexpected: raise ValueError(f"{path}: projector keys do not match this model's {self.config.mm_projector_type!r} projector: "
+    if missing or unexpected: raise InputError(f"{path}: projector keys do not match this model's {self.config.mm_projector_type!r} projector: "
                                                f"missing {missing}, unexpected {unexpected}")
 
 @patch
