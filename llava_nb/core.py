@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urljoin, urlsplit
@@ -124,11 +125,13 @@ def load_tensors(path: str | os.PathLike,  # a .safetensors or PyTorch .bin file
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             weights = load_file(path)
-        else: weights = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        else:  # files from torch.save before PyTorch 1.6 (not zip archives) cannot be mapped
+            weights = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as e:
         detail = str(e).split("WeightsUnpickler error:")[-1].strip()  # after torch's advice to load unsafely
-        if detail.startswith("Unsupported global"):  # "Unsupported global: GLOBAL print was not an allowed global ..."
-            raise InputError(f"{path}: holds a Python object ({detail.split()[3]}) besides tensors, and it is never unpickled "
+        unsafe = re.search(r"GLOBAL ([\w.]+)", detail)  # "Unsupported global: GLOBAL print was not ...", "unsupported GLOBAL posix.system whose ..."
+        if unsafe:
+            raise InputError(f"{path}: holds a Python object ({unsafe.group(1)}) besides tensors, and it is never unpickled "
                              "(torch.load with weights_only=True); expected a file of tensors") from None
         reason = (detail.splitlines() or [""])[0].split(". ")[0][:160]  # the first sentence
         raise InputError(f"{path}: unreadable or truncated weights file ({type(e).__name__}: {reason})") from None

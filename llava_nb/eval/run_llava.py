@@ -14,7 +14,7 @@ from typing import Sequence
 from PIL import Image
 
 from ..conversation import conv_template_for_model, get_conv_template, stop_string
-from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, load_image
+from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, load_image, user_errors
 from ..mm_utils import get_model_name_from_path
 from ..serve.model_worker import BatchEngine, GenerationRequest
 
@@ -127,7 +127,8 @@ def eval_model(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None):
     args = run_llava_parser().parse_args(argv)
-    try: eval_model(args)
+    try:
+        with user_errors(): eval_model(args)  # a missing file, a broken checkpoint
     except ValueError as e: raise SystemExit(f"run_llava: error: {e}") from None
 
 # %% ../../nbs/38_eval.run_llava.ipynb #c43eb91a

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from ..core import user_errors
 from .builder import load_pretrained_model
 from .delta import finish_output, prepare_output
 from .hf_format import convert_llava_hf, export_llava_hf
@@ -50,7 +51,7 @@ class ConvertArguments:
 def main(argv: list[str] | None = None) -> None:
     "`llava_convert --to hf|llava --in IN --out OUT`."
     (a,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
-    print(f"{a.input} -> {convert(a.to, a.input, a.out, a.model_base)} ({a.to})")
+    with user_errors(): print(f"{a.input} -> {convert(a.to, a.input, a.out, a.model_base)} ({a.to})")
 
 # %% ../../nbs/18_model.convert.ipynb #9f1cc4f9
 #| eval: false

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from ..core import InputError, load_tensors, read_json
+from ..core import InputError, load_tensors, read_json, user_errors
 from ..tokenizer import load_tokenizer
 
 # %% auto #0
@@ -190,12 +190,12 @@ class DeltaArguments:
 def apply_delta_cli(argv: list[str] | None = None) -> Path:
     "`python -m llava_nb.model.apply_delta --base B --target T --delta D`."
     (a,) = HfArgumentParser(DeltaArguments).parse_args_into_dataclasses(args=argv)
-    return apply_delta(a.base_model_path, a.target_model_path, a.delta_path, a.overwrite)
+    with user_errors(): return apply_delta(a.base_model_path, a.target_model_path, a.delta_path, a.overwrite)
 
 def make_delta_cli(argv: list[str] | None = None) -> Path:
     "`python -m llava_nb.model.make_delta --base-model-path B --target-model-path T --delta-path D`."
     (a,) = HfArgumentParser(DeltaArguments).parse_args_into_dataclasses(args=argv)
-    out = make_delta(a.base_model_path, a.target_model_path, a.delta_path, a.overwrite)
+    with user_errors(): out = make_delta(a.base_model_path, a.target_model_path, a.delta_path, a.overwrite)
     if a.hub_repo_id:  # as the reference's --hub-repo-id (needs network and a token)
         from huggingface_hub import HfApi
         api = HfApi(); api.create_repo(a.hub_repo_id, exist_ok=True); api.upload_folder(folder_path=str(out), repo_id=a.hub_repo_id)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
+from ..core import user_errors
 from .builder import WEIGHT_FILES
 from .delta import CheckpointReader
 
@@ -47,7 +48,7 @@ class ExtractArguments:
 
 def main(argv: list[str] | None = None) -> None:
     (a,) = HfArgumentParser(ExtractArguments).parse_args_into_dataclasses(args=argv)
-    weights = extract_mm_projector(a.model_name_or_path, a.output)
+    with user_errors(): weights = extract_mm_projector(a.model_name_or_path, a.output)
     print(f"{len(weights)} tensors -> {a.output}: {', '.join(weights)}")
 
 # %% ../../nbs/16_model.extract_mm_projector.ipynb #9f1cc4f9

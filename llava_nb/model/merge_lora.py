@@ -11,6 +11,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from ..core import user_errors
 from .builder import load_pretrained_model, save_llava_checkpoint
 from .delta import finish_output, prepare_output
 
@@ -38,7 +39,7 @@ class MergeArguments:
 def main(argv: list[str] | None = None) -> None:
     "`llava_merge_lora --model-path --model-base --save-model-path` (the reference's scripts/merge_lora_weights.py)."
     (a,) = HfArgumentParser(MergeArguments).parse_args_into_dataclasses(args=argv)
-    print(f"merged -> {merge_lora(a.model_path, a.model_base, a.save_model_path)}")
+    with user_errors(): print(f"merged -> {merge_lora(a.model_path, a.model_base, a.save_model_path)}")
 
 # %% ../../nbs/17_model.merge_lora.ipynb #9f1cc4f9
 #| eval: false

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
-from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, ArgumentParser, load_image
+from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, ArgumentParser, load_image, user_errors
 from ..conversation import get_conv_template, SeparatorStyle, stop_string
 from ..eval.run_llava import LlavaModel, default_conv_mode
 from .model_worker import GenerationRequest
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--load-4bit", action="store_true")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args(argv)
-    lm = LlavaModel.load(args.model_path, args.model_base, device=args.device, load_8bit=args.load_8bit, load_4bit=args.load_4bit)
+    with user_errors(): lm = LlavaModel.load(args.model_path, args.model_base, device=args.device, load_8bit=args.load_8bit, load_4bit=args.load_4bit)
     try: chat_loop(lm, args.image_file, args.conv_mode, args.temperature, args.max_new_tokens, debug=args.debug)
     except ValueError as e: raise SystemExit(f"cli: error: {e}") from None
 

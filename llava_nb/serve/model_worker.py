@@ -30,7 +30,7 @@ from PIL import Image
 from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ArgumentParser, ImageLoadError, load_image
+from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ArgumentParser, ImageLoadError, load_image, user_errors
 from ..mm_utils import expand_image_tokens_2023, get_model_name_from_path, process_images, tokenizer_image_token
 from ..model.llava import image_slots, pad_spliced, splice_sequence
 from .controller import (ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, encode_chunk, error_chunk, logger)
@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None):
     args = worker_arg_parser().parse_args(argv)
     if args.num_threads: torch.set_num_threads(args.num_threads)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    worker = load_worker(args)
+    with user_errors(): worker = load_worker(args)  # a broken --model-path: one error line naming the file, status 2
     import uvicorn
     uvicorn.run(make_worker_app(worker), host=args.host, port=args.port, log_level=args.log_level)
 

@@ -10,12 +10,14 @@ import sys
 
 import torch
 
+from ..core import user_errors
 from .train import train
 
 # %% ../../nbs/22_train.train_mem.ipynb #7c7bc9f1
 def main() -> None:
     "Run `train()` on the command line's flags; under torchrun, leave the process group before the process exits."
-    try: train(sys.argv[1:])
+    try:
+        with user_errors(): train(sys.argv[1:])  # a bad data file or checkpoint: one error line, status 2
     finally:
         # left to interpreter shutdown, gloo's threads were sometimes destroyed while running:
         # "terminate called without an active exception", SIGABRT, after a finished run
