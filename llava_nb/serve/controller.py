@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import AsyncIterator, Iterable, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI, Request
@@ -21,19 +22,22 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..core import ArgumentParser
 from .edge import (BadRequest, Limits, bearer, boolean, check_generate_params, check_key, check_worker_url, default_worker_networks,
-                   number, parse_networks, request_json, string)
+                   number, parse_networks, request_json, resolve, string)
 
 # %% auto #0
 __all__ = ['WORKER_HEART_BEAT_INTERVAL', 'CONTROLLER_HEART_BEAT_EXPIRATION', 'ERROR_OK', 'ERROR_WORKER', 'ERROR_NO_WORKER',
-           'ERROR_WORKER_UNREACHABLE', 'SERVER_ERROR_MSG', 'logger', 'DISPATCH_METHODS', 'encode_chunk', 'error_chunk',
-           'ChunkDecoder', 'iter_chunks', 'WorkerInfo', 'check_worker_status', 'Controller', 'proxy_generate_stream',
-           'make_controller_app', 'free_port', 'start_server', 'stop_server', 'main']
+           'ERROR_WORKER_UNREACHABLE', 'HOPS_HEADER', 'MAX_HOPS', 'WORKER_TIMEOUT', 'SERVER_ERROR_MSG', 'logger',
+           'DISPATCH_METHODS', 'MAX_TRIES', 'encode_chunk', 'error_chunk', 'ChunkDecoder', 'iter_chunks', 'WorkerInfo',
+           'check_worker_status', 'Controller', 'proxy_generate_stream', 'make_controller_app', 'free_port',
+           'start_server', 'stop_server', 'main']
 
 # %% ../../nbs/30_serve.controller.ipynb #073a58f1
 WORKER_HEART_BEAT_INTERVAL = float(os.environ.get("LLAVA_WORKER_HEART_BEAT_INTERVAL", 15))  # seconds between a worker's heartbeats
 CONTROLLER_HEART_BEAT_EXPIRATION = float(os.environ.get("LLAVA_CONTROLLER_HEART_BEAT_EXPIRATION", 30))  # silent longer -> dropped
 
 ERROR_OK, ERROR_WORKER, ERROR_NO_WORKER, ERROR_WORKER_UNREACHABLE = 0, 1, 2, 3  # the reference's `error_code`s
+HOPS_HEADER, MAX_HOPS = "X-LLaVA-Hops", 3  # controllers a request has passed through (a controller may serve as another's worker); more is a loop
+WORKER_TIMEOUT = 120.0  # seconds a worker may send nothing in the middle of an answer (llava_nb workers send a keep-alive every 10 s)
 SERVER_ERROR_MSG = "**NETWORK ERROR DUE TO HIGH TRAFFIC. PLEASE REGENERATE OR REFRESH THIS PAGE.**"  # the reference's only text; we say more
 
 logger = logging.getLogger("llava_nb.serve")
@@ -102,19 +106,24 @@ class Controller:
                  status_timeout: float = 5.0,  # seconds to wait for a worker's /worker_get_status
                  seed: int | None = None,  # seeds the lottery (tests)
                  worker_networks: list | None = None,  # networks worker addresses must resolve into (None: any; see `default_worker_networks`)
-                 worker_key: str | None = None):  # workers must send it; the controller sends it to workers
+                 worker_key: str | None = None,  # workers must send it; the controller sends it to workers
+                 max_workers: int = 256,  # registrations beyond this are refused
+                 refresh_interval: float = 2.0,  # /refresh_all_workers more often than this does nothing more
+                 own_address: tuple[str, int] | None = None):  # (host, port) this controller listens on: it is no worker of itself
         if dispatch_method not in DISPATCH_METHODS:
             raise ValueError(f"dispatch method {dispatch_method!r}: expected one of {', '.join(DISPATCH_METHODS)}")
         self.dispatch_method, self.heart_beat_expiration, self.status_timeout = dispatch_method, heart_beat_expiration, status_timeout
-        self.worker_networks, self.worker_key = worker_networks, worker_key
+        self.worker_networks, self.worker_key, self.max_workers = worker_networks, worker_key, max_workers
+        self.refresh_interval, self.last_refresh, self.own_address = refresh_interval, 0.0, own_address
         self.worker_info: dict[str, WorkerInfo] = {}
         self.lock = threading.RLock()
         self.rng = random.Random(seed)
 
-    def get_worker_status(self, worker_name: str) -> dict | None:
+    def get_worker_status(self, worker_name: str, hops: int = 0) -> dict | None:
         "Ask a worker for `{model_names, speed, queue_length}`; None (and a log line) if it does not answer."
         try:
-            r = httpx.post(worker_name + "/worker_get_status", timeout=self.status_timeout, headers=bearer(self.worker_key))
+            headers = {**bearer(self.worker_key), HOPS_HEADER: str(hops + 1)}
+            r = httpx.post(worker_name + "/worker_get_status", timeout=self.status_timeout, headers=headers)
             r.raise_for_status()
             return check_worker_status(r.json(), f"the status of worker {worker_name}")
         except (httpx.HTTPError, ValueError) as e:
@@ -124,14 +133,27 @@ class Controller:
     def register_worker(self, worker_name: str, check_heart_beat: bool = True, worker_status: dict | None = None) -> bool:
         "Add or refresh a worker; with no `worker_status` the controller asks the worker itself. Bad fields raise `BadRequest`."
         worker_name = check_worker_url(worker_name, self.worker_networks)
+        if self._is_self(worker_name): raise BadRequest(f"{worker_name} is the controller itself, not a worker")
         if worker_status is not None: worker_status = check_worker_status(worker_status)
         else: worker_status = self.get_worker_status(worker_name)
         if not worker_status: return False
         with self.lock:
+            if worker_name not in self.worker_info and len(self.worker_info) >= self.max_workers:
+                raise BadRequest(f"the controller already has {self.max_workers} workers (its max_workers): {worker_name} was not registered", 429)
             logger.info(f"{'register' if worker_name not in self.worker_info else 're-register'} worker {worker_name}: {worker_status}")
             self.worker_info[worker_name] = WorkerInfo(worker_status["model_names"], worker_status["speed"],
                                                        worker_status["queue_length"], check_heart_beat, time.time())
         return True
+
+    def _is_self(self, url: str) -> bool:
+        "Whether `url` reaches this controller (its port, on loopback or its own host)."
+        if self.own_address is None: return False
+        host, port = self.own_address
+        parts = urlsplit(url)
+        if (parts.port or (443 if parts.scheme == "https" else 80)) != port: return False
+        try: addresses = resolve(parts.hostname)
+        except OSError: return False
+        return any(a.is_loopback or a.is_unspecified or str(a) == host for a in addresses)
 
     def remove_worker(self, worker_name: str) -> None:
         with self.lock: self.worker_info.pop(worker_name, None)
@@ -145,12 +167,21 @@ class Controller:
         logger.warning(f"worker {worker_name} taken out of dispatch until its next heartbeat: {reason}")
 
     def refresh_all_workers(self) -> None:
-        "Ask every worker for its status again; those that do not answer are removed."
-        with self.lock: old, self.worker_info = dict(self.worker_info), {}
-        for name, info in old.items():
-            try: ok = self.register_worker(name, info.check_heart_beat, None)
-            except BadRequest as e: ok = False; logger.error(f"worker {name}: {e}")
-            if not ok: logger.info(f"removed stale worker {name}")
+        "Ask every worker for its status again, in place (requests go on being dispatched meanwhile); those that do not answer are removed."
+        with self.lock:
+            if time.time() - self.last_refresh < self.refresh_interval: return  # a client calling it in a loop costs nothing more
+            self.last_refresh, names = time.time(), list(self.worker_info)
+        for name in names:
+            status = self.get_worker_status(name)
+            with self.lock:
+                info = self.worker_info.get(name)
+                if info is None: continue
+                if status is None:
+                    del self.worker_info[name]
+                    logger.info(f"removed stale worker {name}")
+                    continue
+                info.model_names, info.speed, info.queue_length = status["model_names"], status["speed"], status["queue_length"]
+                info.last_heart_beat, info.down = time.time(), None
 
     def _up(self) -> dict[str, WorkerInfo]:
         return {n: i for n, i in self.worker_info.items() if not i.down}
@@ -191,12 +222,12 @@ class Controller:
         for n in gone: logger.warning(f"worker {n} sent no heartbeat for {self.heart_beat_expiration:g} s: removed")
         return gone
 
-    def worker_api_get_status(self) -> dict:
+    def worker_api_get_status(self, hops: int = 0) -> dict:
         "The controller as one big worker: all models, summed speed and queue length (the reference's hierarchy)."
         models, speed, queue = set(), 0, 0
         with self.lock: names = list(self._up())
         for name in names:
-            status = self.get_worker_status(name)
+            status = self.get_worker_status(name, hops)
             if status is None: continue
             models.update(status["model_names"]); speed += status["speed"]; queue += status["queue_length"]
         return {"model_names": sorted(models), "speed": speed, "queue_length": queue}
@@ -213,11 +244,14 @@ def _worker_down(controller: Controller, address: str, error: Exception) -> str:
     controller.mark_down(address, f"{type(error).__name__}: {error}")
     return reason
 
-async def proxy_generate_stream(controller: Controller, client: httpx.AsyncClient, params: dict) -> AsyncIterator[bytes]:
+MAX_TRIES = 3  # workers one request tries before giving up
+
+async def proxy_generate_stream(controller: Controller, client: httpx.AsyncClient, params: dict, hops: int = 0) -> AsyncIterator[bytes]:
     "Stream `/worker_generate_stream` from a worker serving `params['model']`; a worker that cannot be reached is taken out of dispatch and the next one tried."
     model, tried, tried_errors = params.get("model"), [], []
+    headers = {**bearer(controller.worker_key), HOPS_HEADER: str(hops + 1)}
     while True:
-        address = controller.get_worker_address(model, exclude=tried) if isinstance(model, str) else ""
+        address = controller.get_worker_address(model, exclude=tried) if isinstance(model, str) and len(tried) < MAX_TRIES else ""
         if not address:
             if tried:
                 yield error_chunk(ERROR_WORKER_UNREACHABLE, f"the worker(s) serving model {model!r} could not be reached: "
@@ -227,7 +261,7 @@ async def proxy_generate_stream(controller: Controller, client: httpx.AsyncClien
                                   f"models being served: {', '.join(controller.list_models()) or 'none'}")
             return
         try:
-            async with client.stream("POST", address + "/worker_generate_stream", json=params, headers=bearer(controller.worker_key)) as r:
+            async with client.stream("POST", address + "/worker_generate_stream", json=params, headers=headers) as r:
                 if r.status_code in (404, 405) or r.status_code >= 500:  # not a worker, or a broken one: try the next
                     tried.append(address)
                     tried_errors.append(_worker_down(controller, address, RuntimeError(f"it answered HTTP {r.status_code}")))
@@ -246,6 +280,10 @@ async def proxy_generate_stream(controller: Controller, client: httpx.AsyncClien
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             tried.append(address)
             tried_errors.append(_worker_down(controller, address, e))
+        except httpx.ReadTimeout:  # a worker that hangs (stopped, deadlocked) must not hold the client forever
+            _worker_down(controller, address, RuntimeError(f"sent nothing for {client.timeout.read:g} s"))
+            yield error_chunk(ERROR_WORKER_UNREACHABLE, f"worker {address} sent nothing for {client.timeout.read:g} s: it may be hung; retry in a moment")
+            return
         except httpx.HTTPError as e:  # the worker went away in the middle of a stream
             _worker_down(controller, address, e)
             yield error_chunk(ERROR_WORKER_UNREACHABLE, f"the connection to worker {address} broke during generation ({type(e).__name__}: {e})")
@@ -259,13 +297,16 @@ def make_controller_app(controller: Controller,
                         api_key: str | None = None,  # clients must send it (generation, the registry); None: open
                         limits: Limits = Limits(),  # request sizes and counts
                         expiry_check_interval: float | None = None,  # seconds between expiry checks (default: a quarter of the expiry)
+                        worker_timeout: float = WORKER_TIMEOUT,  # seconds a worker may send nothing before the request fails
                        ) -> FastAPI:
     "The reference's controller endpoints over `controller`, plus `/list_workers`; keys checked per role, every field checked."
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app):
-        app.state.client = httpx.AsyncClient(timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=None))
+        timeout = httpx.Timeout(connect=5.0, read=worker_timeout, write=30.0, pool=10.0)
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)  # stuck streams to one worker never starve the others
+        app.state.client = httpx.AsyncClient(timeout=timeout, limits=limits)
         interval = expiry_check_interval or max(0.05, controller.heart_beat_expiration / 4)
         async def expire():
             while True:
@@ -289,6 +330,13 @@ def make_controller_app(controller: Controller,
     def client(request: Request):  # the worker key opens the client endpoints too
         if api_key: check_key(request.headers, [k for k in (api_key, controller.worker_key) if k], "client")
     def worker(request: Request): check_key(request.headers, [controller.worker_key], "worker")
+
+    def hops(request: Request) -> int:
+        "How many controllers this request has passed through; refuses a loop (a controller registered as its own worker)."
+        n = request.headers.get(HOPS_HEADER, "0")
+        n = int(n) if n.isdigit() else 0
+        if n >= MAX_HOPS: raise BadRequest(f"this request has passed through {n} controllers: a loop (is a controller registered as a worker of itself?)", 508)
+        return n
 
     @app.post("/register_worker")
     async def register_worker(request: Request):
@@ -330,12 +378,12 @@ def make_controller_app(controller: Controller,
         params = await request_json(request, limits)
         string(params, "model", where="/worker_generate_stream: ", required=True)
         check_generate_params(params, limits, "/worker_generate_stream: ")
-        return StreamingResponse(proxy_generate_stream(controller, request.app.state.client, params))
+        return StreamingResponse(proxy_generate_stream(controller, request.app.state.client, params, hops(request)))
 
     @app.post("/worker_get_status")
     async def worker_get_status(request: Request):
         client(request)
-        return await asyncio.to_thread(controller.worker_api_get_status)
+        return await asyncio.to_thread(controller.worker_api_get_status, hops(request))
 
     @app.api_route("/list_workers", methods=["GET", "POST"])
     async def list_workers(request: Request):
@@ -404,6 +452,8 @@ def main(argv: list[str] | None = None):
                              "(default: loopback when bound to loopback, else loopback and private networks)")
     parser.add_argument("--max-request-mb", type=float, default=Limits.max_body_bytes / 2**20, help="largest request body, in MiB")
     parser.add_argument("--max-images", type=int, default=Limits.max_images, help="images in one request")
+    parser.add_argument("--max-workers", type=int, default=256, help="registrations beyond this are refused")
+    parser.add_argument("--worker-timeout", type=float, default=WORKER_TIMEOUT, help="seconds a worker may send nothing before a request fails")
     parser.add_argument("--allow-remote-images", action="store_true", help="let /v1/chat/completions fetch http(s) image URLs")
     parser.add_argument("--remote-image-allow", type=str, default=None, metavar="CIDR[,CIDR...]",
                         help="networks (or host names) remote images may also come from; by default only public addresses")
@@ -416,9 +466,10 @@ def main(argv: list[str] | None = None):
     if args.api_key and not args.worker_key:
         logger.warning("--api-key is set but --worker-key is not: any process that can reach a network in --worker-networks can register a worker")
     controller = Controller(args.dispatch_method, heart_beat_expiration=args.heart_beat_expiration,
-                            worker_networks=networks, worker_key=args.worker_key)
+                            worker_networks=networks, worker_key=args.worker_key, max_workers=args.max_workers,
+                            own_address=(args.host, args.port))
     limits = Limits(max_body_bytes=int(args.max_request_mb * 2**20), max_images=args.max_images)
-    app = make_controller_app(controller, api_key=args.api_key, limits=limits)
+    app = make_controller_app(controller, api_key=args.api_key, limits=limits, worker_timeout=args.worker_timeout)
     if not args.no_openai_api:
         from llava_nb.serve.openai_api import add_openai_routes
         add_openai_routes(app, controller, api_key=args.api_key, allow_remote_images=args.allow_remote_images,

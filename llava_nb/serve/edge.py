@@ -33,6 +33,7 @@ class Limits:
     max_json_depth: int = 32  # nesting of arrays and objects
     max_prompt_chars: int = 1_000_000  # prompt text, counted before any tokenization
     max_images: int = 8  # images in one request
+    max_request_pixels: int = 64_000_000  # all its images together (LLaVA sees each at 336 x 336 or a few tiles of it)
     max_stop_strings: int = 4  # as OpenAI's API
     max_stop_chars: int = 1000  # characters in one stop string
     max_new_tokens: int = 1_000_000  # the worker caps it further by the model's context
@@ -254,7 +255,8 @@ def resolve(host: str) -> list:
     "Every IP address `host` resolves to (an IP literal resolves to itself)."
     try: return [ipaddress.ip_address(host.strip("[]"))]
     except ValueError: pass
-    infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    try: infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except UnicodeError as e: raise OSError(f"not a valid host name ({e})") from None  # an empty or 64-character label
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
 
 def _mapped(ip):
@@ -269,8 +271,8 @@ def check_worker_url(url: Any, networks: list | None, where: str = "'worker_name
     port_ok = True
     try: parts.port
     except ValueError: port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.username or parts.password \
-            or parts.query or parts.fragment or parts.path not in ("", "/"):
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.port == 0 or parts.username or parts.password \
+            or "?" in url or "#" in url or parts.path not in ("", "/"):
         raise BadRequest(f"{where} must be http(s)://host[:port] and nothing else, got {_show(url)}")
     if networks is not None:
         try: addresses = resolve(parts.hostname)

@@ -30,20 +30,23 @@ from PIL import Image
 from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ArgumentParser, ImageLoadError, load_image, user_errors
+from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ArgumentParser, ImageLoadError, MAX_IMAGE_PIXELS, load_image, user_errors
 from ..mm_utils import expand_image_tokens_2023, get_model_name_from_path, process_images, tokenizer_image_token
 from ..model.llava import image_slots, pad_spliced, splice_sequence
 from .controller import (ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, encode_chunk, error_chunk, logger)
 from .edge import BadRequest, Limits, StopMatcher, bearer, check_generate_params, check_key, read_body, read_json
 
 # %% auto #0
-__all__ = ['RequestError', 'GenerationRequest', 'sample_next', 'detokenize_step', 'detokenize_flush', 'detokenize',
-           'merge_caches', 'trim_left', 'BatchEngine', 'decode_base64_image', 'parse_generate_params', 'ModelWorker',
-           'make_worker_app', 'worker_arg_parser', 'load_worker', 'main']
+__all__ = ['KEEP_ALIVE', 'RequestError', 'PromptTooLong', 'GenerationRequest', 'sample_next', 'detokenize_step',
+           'detokenize_flush', 'detokenize', 'merge_caches', 'trim_left', 'BatchEngine', 'decode_base64_image',
+           'parse_generate_params', 'ModelWorker', 'make_worker_app', 'worker_arg_parser', 'load_worker', 'main']
 
 # %% ../../nbs/32_serve.model_worker.ipynb #ba3f3e99
 class RequestError(ValueError):
     "A request the worker cannot serve; the message names the cause and is sent to the client."
+
+class PromptTooLong(RequestError):
+    "A prompt refused by its length before it is tokenized (clients see it as the context being exceeded)."
 
 @dataclass
 class GenerationRequest:
@@ -318,7 +321,8 @@ class BatchEngine:
             if req.cancelled: self._finish(row, "cancelled"); continue
             try: self._check(req)
             except Exception as ex:  # NaN temperature, top_k of 10**30, a stop that is not a string: this request alone fails
-                self._finish(row, "error", error=f"model worker ({self.model_name}): bad request: {ex}"); continue
+                kind = "context_length" if isinstance(ex, PromptTooLong) else "invalid_request"
+                self._finish(row, "error", error=f"model worker ({self.model_name}): bad request: {ex}", error_type=kind); continue
             try: e = self.embed(req)
             except (RequestError, ImageLoadError, ValueError) as ex:
                 self._finish(row, "error", error=f"model worker ({self.model_name}): {ex}"); continue
@@ -356,7 +360,7 @@ class BatchEngine:
     def _check(self, req: GenerationRequest) -> None:
         "Refuse sampling values that would break a batch (the HTTP edge checks them too; in-process callers reach here directly)."
         if len(req.prompt) > self.max_prompt_chars:  # tokenizing megabytes of text would hold the decoding thread for a minute
-            raise RequestError(f"the prompt is {len(req.prompt):,} characters; this worker refuses prompts over {self.max_prompt_chars:,} "
+            raise PromptTooLong(f"the prompt is {len(req.prompt):,} characters; this worker refuses prompts over {self.max_prompt_chars:,} "
                                f"characters before tokenizing them (its context is {self.context_len:,} tokens)")
         check_generate_params({"prompt": req.prompt, "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k,
                                "max_new_tokens": req.max_new_tokens, "stop": list(req.stop)}, Limits(max_prompt_chars=len(req.prompt)))
@@ -421,19 +425,27 @@ class BatchEngine:
                 rows, cache, mask = [], None, None
 
 # %% ../../nbs/32_serve.model_worker.ipynb #997b3ac3
-def decode_base64_image(text: str, name: str) -> Image.Image:
+KEEP_ALIVE = 10.0  # seconds without an update before a stream sends an empty chunk
+
+def decode_base64_image(text: str, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     "An image sent to a worker: base64 (the protocol) or a data: URL; errors name the image and the cause."
-    if text.strip()[:5].lower() == "data:": return load_image(text, name=name, allow_local=False, allow_remote=False)
+    if text.strip()[:5].lower() == "data:": return load_image(text, name=name, allow_local=False, allow_remote=False, max_pixels=max_pixels)
     try: data = base64.b64decode(re.sub(r"\s+", "", text), validate=True)
     except (binascii.Error, ValueError) as e: raise ImageLoadError(name, f"not valid base64 ({e})") from None
-    return load_image(data, name=name)
+    return load_image(data, name=name, max_pixels=max_pixels)
 
 def parse_generate_params(params: dict, limits: Limits = Limits()) -> GenerationRequest:
     "Check a `/worker_generate_stream` body (`check_generate_params`) and turn it into a `GenerationRequest`, images decoded."
     if not isinstance(params, dict): raise RequestError("the request body must be a JSON object")
     try: p = check_generate_params(params, limits)
     except BadRequest as e: raise RequestError(str(e)) from None
-    decoded = [decode_base64_image(b64, f"image #{i}") for i, b64 in enumerate(p["images"])]
+    decoded, left = [], limits.max_request_pixels  # each image may be large, not all of them together: resizing them holds the worker
+    for i, b64 in enumerate(p["images"]):
+        try: decoded.append(decode_base64_image(b64, f"image #{i}", max_pixels=min(MAX_IMAGE_PIXELS, left)))  # refused before decoding
+        except ImageLoadError as e:
+            if left >= MAX_IMAGE_PIXELS or "over the limit" not in str(e): raise
+            raise RequestError(f"the images hold over {limits.max_request_pixels:,} pixels together (image #{i} passes it); send smaller images") from None
+        left -= decoded[-1].width * decoded[-1].height
     return GenerationRequest(p["prompt"], decoded, temperature=p["temperature"], top_p=p["top_p"], top_k=p["top_k"],
                              max_new_tokens=p["max_new_tokens"], stop=p["stop"],
                              image_keys=[hashlib.sha1(b.encode()).hexdigest() for b in p["images"]])
@@ -502,7 +514,10 @@ class ModelWorker:
         if client is not None: asyncio.ensure_future(self.send_heart_beat(client))
         try:
             while True:
-                update = await updates.get()
+                try: update = await asyncio.wait_for(updates.get(), KEEP_ALIVE)
+                except asyncio.TimeoutError:  # waiting in the queue: an empty chunk, which readers skip, tells the controller we are alive
+                    yield b"\0"
+                    continue
                 yield encode_chunk(update)
                 if update.get("finish_reason") is not None or update.get("error_code", 0) != 0: break
         finally:

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..conversation import conv_template_for_model, get_conv_template, stop_string
-from ..core import DEFAULT_IMAGE_TOKEN, ImageLoadError, image_to_base64, load_image, parse_remote_allow
+from ..core import DEFAULT_IMAGE_TOKEN, MAX_IMAGE_PIXELS, ImageLoadError, image_to_base64, load_image, parse_remote_allow
 from .controller import (ERROR_NO_WORKER, ERROR_OK, Controller, ChunkDecoder, logger, proxy_generate_stream)
 from .edge import BadRequest, Limits, StopMatcher, bearer, boolean, check_key, check_text, number, request_json, stop_strings, string
 
@@ -39,6 +39,15 @@ def _openai_error(exc: BadRequest) -> OpenAIError:
     code = {401: "invalid_api_key", 413: "request_too_large"}.get(exc.status)
     return OpenAIError(exc.status, str(exc), param=exc.field, code=code)
 
+def _refuse_unsupported(body: dict) -> None:
+    "Features of OpenAI's API this server does not have: refused by name (answering without them would mislead the client)."
+    if body.get("logprobs") or body.get("top_logprobs"): raise _bad("logprobs are not supported by this server", "logprobs")
+    if body.get("tools") or body.get("functions") or body.get("tool_choice") not in (None, "none", "auto"):
+        raise _bad("tools and function calling are not supported by this server", "tools")
+    response_format = body.get("response_format")
+    if response_format is not None and (not isinstance(response_format, dict) or response_format.get("type") != "text"):
+        raise _bad(f"response_format {json.dumps(response_format)[:80]} is not supported: this server writes free text only", "response_format")
+
 def _typed_text(text: str, where: str) -> str:
     "Text a client typed; an '<image>' in it would be taken for an image slot."
     if DEFAULT_IMAGE_TOKEN in text: raise _bad(f"{where}: the text contains '<image>'; send images as image_url content parts", where)
@@ -52,7 +61,7 @@ def parse_messages(messages, allow_remote_images: bool = False,
     "Check OpenAI `messages`: returns (system text, [(role, text with <image> in place)], [base64 images])."
     if not isinstance(messages, list) or not messages: raise _bad("'messages' must be a non-empty array", "messages")
     _check_sizes(messages, limits)
-    system, turns, images = None, [], []
+    system, turns, images, pixels = None, [], [], 0
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict): raise _bad(f"{where} must be an object with 'role' and 'content'", where)
@@ -71,8 +80,14 @@ def parse_messages(messages, allow_remote_images: bool = False,
                     url = part.get("image_url")
                     url = url.get("url") if isinstance(url, dict) else url
                     if not isinstance(url, str): raise _bad(f"{pwhere}.image_url.url must be a string", f"{pwhere}.image_url")
-                    try: image = load_image(url, name=pwhere, allow_remote=allow_remote_images, allow_local=False, remote_allow=remote_image_allow)
-                    except ImageLoadError as e: raise _bad(f"invalid image: {e}", f"{pwhere}.image_url", "invalid_image") from None
+                    left = limits.max_request_pixels - pixels  # all the images together, checked before each is decoded
+                    try: image = load_image(url, name=pwhere, allow_remote=allow_remote_images, allow_local=False, remote_allow=remote_image_allow,
+                                            max_pixels=min(MAX_IMAGE_PIXELS, left))
+                    except ImageLoadError as e:
+                        if left < MAX_IMAGE_PIXELS and "over the limit" in str(e):
+                            raise _bad(f"{pwhere}: the images hold over {limits.max_request_pixels:,} pixels together; send smaller images", pwhere, "invalid_image") from None
+                        raise _bad(f"invalid image: {e}", f"{pwhere}.image_url", "invalid_image") from None
+                    pixels += image.width * image.height
                     images.append(image_to_base64(image)); n_images += 1
                 else: raise _bad(f"{pwhere} must be {{'type': 'text', 'text': ...}} or {{'type': 'image_url', 'image_url': {{'url': ...}}}}", pwhere)
             text = (DEFAULT_IMAGE_TOKEN + "\n") * n_images + "".join(pieces)  # images first, as LLaVA is trained
@@ -111,6 +126,7 @@ def render_prompt(conv_mode: str, system: str | None, turns: list[tuple[str, str
 def _error_from_chunk(chunk: dict) -> OpenAIError:
     code, text = chunk.get("error_code"), chunk.get("text", "")
     if code == ERROR_NO_WORKER: return OpenAIError(503, text, "server_error", code="no_worker")
+    if code == 1 and chunk.get("error_type") == "context_length": return OpenAIError(400, text, param="messages", code="context_length_exceeded")
     if code == 1 and chunk.get("error_type") == "invalid_request": return OpenAIError(400, text, code="invalid_request")
     return OpenAIError(502 if code in (1, 3) else 500, text, "server_error", code="worker_error")
 
@@ -128,6 +144,7 @@ class _Completion:
         return cut
 
     def delta(self, chunk: dict) -> str:
+        if self.done: return ""  # cut at a stop string already: nothing after it is sent
         if chunk.get("error_code", ERROR_OK) != ERROR_OK: raise _error_from_chunk(chunk)
         if chunk.get("finish_reason") == "context_length":
             raise _bad(chunk["text"][len(self.prompt):], "messages", "context_length_exceeded")
@@ -210,7 +227,10 @@ def add_openai_routes(app: FastAPI, controller: Controller,
         if model not in controller.list_models():
             raise OpenAIError(404, f"The model '{model}' does not exist or no worker serves it now; models: "
                               f"{', '.join(controller.list_models()) or 'none'}", param="model", code="model_not_found")
-        if body.get("n") not in (None, 1): raise _bad(f"only n=1 is supported (one answer per request), got n={json.dumps(body.get('n'))}", "n")
+        n = body.get("n")
+        if n is not None and (isinstance(n, bool) or n != 1):
+            raise _bad(f"only n=1 is supported (one answer per request), got n={json.dumps(body.get('n'))}", "n")
+        _refuse_unsupported(body)
         temperature = number(body, "temperature", 1.0, 0.0, 2.0)
         top_p = number(body, "top_p", 1.0, 0.0, 1.0)
         tokens_field = "max_completion_tokens" if body.get("max_tokens") is None else "max_tokens"
@@ -236,8 +256,8 @@ def add_openai_routes(app: FastAPI, controller: Controller,
         if not stream:
             text = first_delta
             async for chunk in chunks:
-                completion.delta(chunk)
                 if completion.done: break
+                completion.delta(chunk)
             usage = completion.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
             return {"id": cid, "object": "chat.completion", "created": created, "model": model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.sent},
@@ -254,9 +274,9 @@ def add_openai_routes(app: FastAPI, controller: Controller,
             if first_delta: yield sse({"content": first_delta})
             try:
                 async for chunk in chunks:
+                    if completion.done: break
                     d = completion.delta(chunk)
                     if d: yield sse({"content": d})
-                    if completion.done: break
                 yield sse({}, completion.finish_reason or "stop")
                 if include_usage:
                     yield f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': completion.usage})}\n\n"
