@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..core import ArgumentParser
 from .edge import (BadRequest, Limits, bearer, boolean, check_generate_params, check_key, check_worker_url, default_worker_networks,
-                   number, parse_networks, request_json, resolve, string)
+                   number, parse_networks, request_json, resolve, run_server, string)
 
 # %% auto #0
 __all__ = ['WORKER_HEART_BEAT_INTERVAL', 'CONTROLLER_HEART_BEAT_EXPIRATION', 'ERROR_OK', 'ERROR_WORKER', 'ERROR_NO_WORKER',
@@ -474,8 +474,7 @@ def main(argv: list[str] | None = None):
         from llava_nb.serve.openai_api import add_openai_routes
         add_openai_routes(app, controller, api_key=args.api_key, allow_remote_images=args.allow_remote_images,
                           remote_image_allow=args.remote_image_allow, limits=limits)
-    import uvicorn
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    run_server(app, args.host, args.port, args.log_level)
 
 # %% ../../nbs/30_serve.controller.ipynb #5412be4f
 #| eval: false

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 # %% auto #0
 __all__ = ['LOOPBACK_NETWORKS', 'PRIVATE_NETWORKS', 'BadRequest', 'Limits', 'read_json', 'read_body', 'request_json', 'number',
            'check_text', 'string', 'boolean', 'stop_strings', 'check_generate_params', 'StopMatcher', 'bearer',
-           'has_key', 'check_key', 'parse_networks', 'default_worker_networks', 'resolve', 'check_worker_url']
+           'has_key', 'check_key', 'parse_networks', 'default_worker_networks', 'resolve', 'check_worker_url',
+           'run_server', 'server_config']
 
 # %% ../../nbs/29_serve.edge.ipynb #d79d8804
 class BadRequest(ValueError):
@@ -281,3 +282,32 @@ def check_worker_url(url: Any, networks: list | None, where: str = "'worker_name
         if outside: raise BadRequest(f"{where} {url!r} resolves to {', '.join(outside)}, outside the networks this controller "
                                      f"accepts workers from ({', '.join(map(str, networks))}; the controller's --worker-networks)", 403)
     return url.strip().rstrip("/")
+
+# %% ../../nbs/29_serve.edge.ipynb #54ad984a
+def run_server(app, host: str, port: int, log_level: str = "info",
+               header_timeout: float = 10.0,  # seconds a connection may take to send a request's head
+               max_connections: int = 2048):  # beyond this, requests are answered 503
+    "Serve `app` with uvicorn, closing connections that are slow to send a request head."
+    import uvicorn
+    uvicorn.Server(server_config(app, host, port, log_level, header_timeout, max_connections)).run()
+
+def server_config(app, host: str, port: int, log_level: str = "info", header_timeout: float = 10.0, max_connections: int = 2048):
+    "The uvicorn `Config` of `run_server`."
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeout(H11Protocol):
+        "uvicorn's HTTP/1.1 protocol, closing a connection whose next request head has not arrived in time."
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm()
+        def _arm(self):
+            waiting_after = self.cycle  # a new request replaces the cycle
+            self.loop.call_later(header_timeout, lambda: self._expire(waiting_after))
+        def _expire(self, waiting_after):
+            if self.cycle is waiting_after and not self.transport.is_closing(): self.transport.close()
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=HeadTimeout, limit_concurrency=max_connections)

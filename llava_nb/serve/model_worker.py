@@ -34,7 +34,7 @@ from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_T
 from ..mm_utils import expand_image_tokens_2023, get_model_name_from_path, process_images, tokenizer_image_token
 from ..model.llava import image_slots, pad_spliced, splice_sequence
 from .controller import (ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, encode_chunk, error_chunk, logger)
-from .edge import BadRequest, Limits, StopMatcher, bearer, check_generate_params, check_key, read_body, read_json
+from .edge import BadRequest, Limits, StopMatcher, bearer, check_generate_params, check_key, read_body, read_json, run_server
 
 # %% auto #0
 __all__ = ['KEEP_ALIVE', 'RequestError', 'PromptTooLong', 'GenerationRequest', 'sample_next', 'detokenize_step',
@@ -623,8 +623,7 @@ def main(argv: list[str] | None = None):
     if args.num_threads: torch.set_num_threads(args.num_threads)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     with user_errors(): worker = load_worker(args)  # a broken --model-path: one error line naming the file, status 2
-    import uvicorn
-    uvicorn.run(make_worker_app(worker), host=args.host, port=args.port, log_level=args.log_level)
+    run_server(make_worker_app(worker), args.host, args.port, args.log_level)
 
 # %% ../../nbs/32_serve.model_worker.ipynb #73394244
 #| eval: false
