@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from fastcore.basics import patch
 from PIL import Image
 
-from .core import DEFAULT_IMAGE_TOKEN, PAD_COLOR, expand2square
+from .core import DEFAULT_IMAGE_TOKEN, PAD_COLOR, InputError, expand2square
 
 # %% auto #0
 __all__ = ['RELEASES', 'conv_templates', 'conv_templates_2023', 'default_conversation', 'default_conversation_2023',
@@ -217,8 +217,8 @@ def dict(self: Conversation) -> dict:
             "sep": self.sep, "sep2": self.sep2}
 
 # %% ../nbs/01_conversation.ipynb #ed430b47
-class UnknownTemplateError(KeyError):
-    "A conversation template name that the registry does not have."
+class UnknownTemplateError(InputError, KeyError):
+    "A conversation template name that the registry does not have (a user's bad input, and a `KeyError` as before)."
     def __init__(self, name: str, release: str, known: Sequence[str]):
         self.name, self.release, self.known = name, release, list(known)
         super().__init__(name)

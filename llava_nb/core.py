@@ -13,6 +13,7 @@ import contextlib
 import io
 import ipaddress
 import json
+import math
 import os
 import re
 import socket
@@ -32,10 +33,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ['IGNORE_INDEX', 'IMAGE_TOKEN_INDEX', 'DEFAULT_IMAGE_TOKEN', 'DEFAULT_IMAGE_PATCH_TOKEN', 'DEFAULT_IM_START_TOKEN',
            'DEFAULT_IM_END_TOKEN', 'IMAGE_PLACEHOLDER', 'CONTROLLER_HEART_BEAT_EXPIRATION',
            'WORKER_HEART_BEAT_INTERVAL', 'CLIP_MEAN', 'CLIP_STD', 'PAD_COLOR', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS',
-           'MAX_IMAGE_REDIRECTS', 'ANY_ADDRESS', 'set_seed', 'flag_spellings', 'ArgumentParser', 'InputError',
-           'check_file', 'decode_utf8', 'read_text', 'read_json', 'load_tensors', 'user_errors', 'main_error',
-           'default_device', 'default_dtype', 'ImageLoadError', 'describe_source', 'decode_image', 'load_image',
-           'address_refusal', 'parse_remote_allow', 'load_images', 'image_to_base64', 'expand2square']
+           'MAX_IMAGE_REDIRECTS', 'ANY_ADDRESS', 'set_seed', 'flag_spellings', 'ArgumentParser', 'number_arg',
+           'InputError', 'check_file', 'decode_utf8', 'read_text', 'read_json', 'load_tensors', 'user_errors',
+           'main_error', 'default_device', 'default_dtype', 'ImageLoadError', 'describe_source', 'decode_image',
+           'load_image', 'address_refusal', 'parse_remote_allow', 'load_images', 'image_to_base64', 'expand2square']
 
 # %% ../nbs/00_core.ipynb #eda15f5f
 IGNORE_INDEX = -100  # label the loss skips (PyTorch's cross-entropy default)
@@ -75,6 +76,26 @@ class ArgumentParser(argparse.ArgumentParser):
     def add_argument(self, *names, **kwargs):
         spelled = [s for name in names for s in flag_spellings(name)]
         return super().add_argument(*dict.fromkeys(spelled), **kwargs)
+
+# %% ../nbs/00_core.ipynb #cb00b315
+def number_arg(kind: type,  # int or float
+               low: float,  # the smallest value allowed
+               high: float | None = None,  # the largest value allowed (None: no limit)
+               low_open: bool = False,  # refuse `low` itself: (low, high] instead of [low, high]
+              ):
+    "An argparse `type=` reading a finite `kind` within bounds; anything else is refused, naming the range allowed."
+    what = "an integer" if kind is int else "a number"
+    if high is None: allowed = f"{what} {'>' if low_open else '>='} {low}"
+    else: allowed = f"{what} in {'(' if low_open else '['}{low}, {high}]"
+    def parse(text: str):
+        try: value = kind(text)
+        except ValueError: raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        too_high = high is not None and value > high
+        if too_low or too_high or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
+        return value
+    return parse
 
 # %% ../nbs/00_core.ipynb #cfdc9acb
 class InputError(ValueError):

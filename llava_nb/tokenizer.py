@@ -13,8 +13,11 @@ from transformers import AutoTokenizer
 from transformers.tokenization_utils_sentencepiece import SPIECE_UNDERLINE, SentencePieceBackend
 from transformers.utils import cached_file
 
+from .core import InputError
+
 # %% auto #0
-__all__ = ['LLAMA_TOKENIZER_CLASSES', 'LlamaSentencePieceTokenizer', 'is_llama_sentencepiece', 'load_tokenizer']
+__all__ = ['LLAMA_TOKENIZER_CLASSES', 'TOKENIZER_FILES', 'LlamaSentencePieceTokenizer', 'is_llama_sentencepiece',
+           'load_tokenizer']
 
 # %% ../nbs/01a_tokenizer.ipynb #1a2bb1fb
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
@@ -121,6 +124,8 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
 
 # %% ../nbs/01a_tokenizer.ipynb #ed811eaa
 LLAMA_TOKENIZER_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast")
+# the files a tokenizer is read from (sentencepiece, tokenizers, BPE and WordPiece vocabularies); one must be there
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
 
 def _tokenizer_file(path, name: str) -> Path | None:
     "A tokenizer file of a local folder or a hub name, or None if it has none."
@@ -139,5 +144,8 @@ def load_tokenizer(path,  # a checkpoint folder or hub name
                    **kwargs,  # for `from_pretrained`, e.g. model_max_length, padding_side
                   ):
     "A checkpoint's tokenizer as the reference reads it (`use_fast=False`): LLaMA's sentencepiece model where there is one, else `AutoTokenizer`."
+    if Path(path).is_dir() and not any((Path(path) / name).exists() for name in TOKENIZER_FILES):
+        raise InputError(f"{path}: no tokenizer files (looked for {', '.join(TOKENIZER_FILES)}); "
+                         "expected the tokenizer saved with the checkpoint (tokenizer.save_pretrained)")
     if is_llama_sentencepiece(path): return LlamaSentencePieceTokenizer.from_pretrained(path, **kwargs)
     return AutoTokenizer.from_pretrained(path, **kwargs)

@@ -16,15 +16,16 @@ from tqdm.auto import tqdm
 
 from ..conversation import SeparatorStyle, conv_templates, conv_templates_2023
 from ..core import (DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, ImageLoadError, InputError,
-                           load_image, set_seed, user_errors)
+                           load_image, number_arg, set_seed, user_errors)
 from .jsonl import ResumableJsonl, get_chunk, iter_jsonl, read_jsonl
 from ..mm_utils import (KeywordsStoppingCriteria, expand_image_tokens_2023, get_model_name_from_path, process_images,
                                tokenizer_image_token)
 
 # %% auto #0
-__all__ = ['is_2023_model', 'get_template', 'stop_string', 'build_prompt', 'encode_prompt', 'left_pad', 'generate_batch',
-           'placeholder_image', 'load_question_image', 'answer_row', 'check_unique_ids', 'answer_questions',
-           'vqa_arg_parser', 'load_model_for_eval', 'gen_kwargs', 'read_questions', 'main']
+__all__ = ['ALL_TEMPLATES', 'is_2023_model', 'get_template', 'stop_string', 'build_prompt', 'encode_prompt', 'left_pad',
+           'generate_batch', 'placeholder_image', 'load_question_image', 'answer_row', 'check_unique_ids',
+           'answer_questions', 'vqa_arg_parser', 'load_model_for_eval', 'gen_kwargs', 'read_questions',
+           'check_answers_file', 'main']
 
 # %% ../../nbs/42_eval.model_vqa.ipynb #24135a10
 def is_2023_model(model) -> bool:
@@ -32,12 +33,14 @@ def is_2023_model(model) -> bool:
     cfg = model.config
     return getattr(cfg, "llava_format", "latest") == "2023" or getattr(cfg, "im_patch_token", None) is not None
 
+ALL_TEMPLATES = list(dict.fromkeys([*conv_templates, *conv_templates_2023]))  # the names `--conv-mode` takes: latest, then 2023's own
+
 def get_template(conv_mode: str, model=None):
     "A fresh copy of template `conv_mode`, from the model's release first (then the other release)."
     first, second = (conv_templates_2023, conv_templates) if model is not None and is_2023_model(model) else (conv_templates, conv_templates_2023)
     for registry in (first, second):
         if conv_mode in registry: return registry[conv_mode].copy()
-    raise ValueError(f"--conv-mode {conv_mode!r}: unknown; expected one of {sorted(set(conv_templates) | set(conv_templates_2023))}")
+    raise InputError(f"--conv-mode {conv_mode!r}: unknown; expected one of {', '.join(ALL_TEMPLATES)}")
 
 def stop_string(conv) -> str:
     "The text that ends an answer in this template (the reference: `sep`, or `sep2` for the TWO style)."
@@ -116,12 +119,19 @@ def answer_row(question: dict, prompt: str, text: str, model_id: str, metadata: 
     return {"question_id": question["question_id"], "prompt": prompt, "text": text, "answer_id": uuid.uuid4().hex[:22],
             "model_id": model_id, "metadata": metadata or {}}
 
-def check_unique_ids(questions: list[dict], source) -> None:
-    "Raise if two questions share a `question_id` (resuming by id would then skip one of them)."
-    seen = set()
-    for q in questions:
-        if q["question_id"] in seen: raise ValueError(f"{source}: question_id {q['question_id']!r} appears more than once")
-        seen.add(q["question_id"])
+def check_unique_ids(questions: list[dict],
+                     source,  # the question file, for the message
+                     lines: list[int] | None = None,  # each question's line in `source` (default: its position, from 1)
+                    ) -> None:
+    "Raise an `InputError` if two questions share a `question_id` (resuming by id would then skip one of them)."
+    unit = "line" if lines else "question"
+    first = {}
+    for q, n in zip(questions, lines or range(1, len(questions) + 1)):
+        qid = q["question_id"]
+        if isinstance(qid, (list, dict)):
+            raise InputError(f"{source}:{n}: field 'question_id': expected a string or a number, got {json.dumps(qid)[:80]}")
+        if qid in first: raise InputError(f"{source}:{n}: question_id {qid!r} appears more than once (first at {unit} {first[qid]})")
+        first[qid] = n
 
 def answer_questions(model, tokenizer, image_processor,
                      questions: list[dict],  # `{question_id, image, text, ...}` rows
@@ -152,14 +162,14 @@ def vqa_arg_parser(description: str, conv_mode: str = "llava_v1") -> argparse.Ar
     p.add_argument("--image-folder", default="")
     p.add_argument("--question-file", required=True)
     p.add_argument("--answers-file", required=True)
-    p.add_argument("--conv-mode", default=conv_mode)
-    p.add_argument("--num-chunks", type=int, default=1)
-    p.add_argument("--chunk-idx", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
-    p.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=1024)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--conv-mode", choices=ALL_TEMPLATES, metavar="NAME", default=conv_mode, help="conversation template")
+    p.add_argument("--num-chunks", type=number_arg(int, 1), default=1)
+    p.add_argument("--chunk-idx", type=number_arg(int, 0), default=0)
+    p.add_argument("--temperature", type=number_arg(float, 0), default=0.2)
+    p.add_argument("--top_p", "--top-p", dest="top_p", type=number_arg(float, 0, 1, low_open=True), default=None)
+    p.add_argument("--num_beams", "--num-beams", dest="num_beams", type=number_arg(int, 1), default=1)
+    p.add_argument("--max-new-tokens", type=number_arg(int, 1), default=1024)
+    p.add_argument("--batch-size", type=number_arg(int, 1), default=8)
     p.add_argument("--device", default=None, help="cuda, cpu, mps (default: the best available)")
     p.add_argument("--seed", type=int, default=0, help="for sampling (temperature > 0)")
     return p
@@ -175,13 +185,20 @@ def gen_kwargs(args) -> dict:
     return dict(temperature=args.temperature, top_p=args.top_p, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
 
 def read_questions(path: Path) -> list[dict]:
-    "The rows of a question file, each with a `question_id`, and an `image` and a `text` that are strings."
-    questions = []
+    "The rows of a question file, each with its own `question_id`, and an `image` and a `text` that are strings."
+    questions, lines = [], []
     for n, q in iter_jsonl(path, ("question_id", "image", "text"), "question file"):
         for name in ("image", "text"):
             if not isinstance(q[name], str): raise InputError(f"{path}:{n}: field '{name}': expected a string, got {json.dumps(q[name])[:80]}")
         questions.append(q)
+        lines.append(n)
+    check_unique_ids(questions, path, lines)
     return questions
+
+def check_answers_file(answers_file: Path, question_file: Path) -> None:
+    "Refuse an answers file that is the question file: answers would be appended to the questions."
+    if answers_file.exists() and question_file.exists() and answers_file.samefile(question_file):
+        raise InputError(f"--answers-file is the question file ({question_file}); expected another file, where the answers are appended")
 
 def main(argv: list[str] | None = None):
     "`python -m llava_nb.eval.model_vqa`: answer a LLaVA-Bench-style question file."
@@ -189,10 +206,12 @@ def main(argv: list[str] | None = None):
     p.add_argument("--missing-image", choices=["error", "placeholder"], default="error",
                    help="what to do when an image file is absent (placeholder: a grey image, flagged in each row's metadata)")
     args = p.parse_args(argv)
+    question_file, answers_file = Path(args.question_file).expanduser(), Path(args.answers_file).expanduser()
     with user_errors():
-        questions = get_chunk(read_questions(Path(args.question_file).expanduser()), args.num_chunks, args.chunk_idx)
+        check_answers_file(answers_file, question_file)
+        questions = get_chunk(read_questions(question_file), args.num_chunks, args.chunk_idx)
         tokenizer, model, image_processor, model_id = load_model_for_eval(args)
-        rows = answer_questions(model, tokenizer, image_processor, questions, Path(args.answers_file).expanduser(), args.image_folder,
+        rows = answer_questions(model, tokenizer, image_processor, questions, answers_file, args.image_folder,
                                 model_id, args.conv_mode, args.batch_size, args.missing_image, **gen_kwargs(args))
     placeholders = sum(bool(r["metadata"].get("image_placeholder")) for r in rows)
     print(f"{len(rows)} answers in {args.answers_file}" + (f" ({placeholders} with a placeholder image)" if placeholders else ""))

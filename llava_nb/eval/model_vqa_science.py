@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..core import DEFAULT_IMAGE_TOKEN, InputError, read_json, user_errors
 from .jsonl import ResumableJsonl, get_chunk, iter_jsonl
-from .model_vqa import (answer_row, build_prompt, check_unique_ids, gen_kwargs, generate_batch, get_template,
+from .model_vqa import (answer_row, build_prompt, check_answers_file, check_unique_ids, gen_kwargs, generate_batch, get_template,
                                      load_model_for_eval, load_question_image, stop_string, vqa_arg_parser)
 
 # %% auto #0
@@ -22,7 +22,7 @@ __all__ = ['SINGLE_PRED_PROMPT', 'read_science_questions', 'science_question', '
 SINGLE_PRED_PROMPT = "Answer with the option's letter from the given choices directly."
 
 def read_science_questions(path: str | Path) -> list[dict]:
-    "LLaVA records from a `.json` list or a `.jsonl` file, each checked for `id` and a first human turn."
+    "LLaVA records from a `.json` list or a `.jsonl` file, each checked for its own `id` and a first human turn."
     path = Path(path)
     if path.suffix == ".json":
         rows = read_json(path, "question file (a JSON list of LLaVA records)")
@@ -31,11 +31,16 @@ def read_science_questions(path: str | Path) -> list[dict]:
     else:
         numbered = list(iter_jsonl(path, what="question file (LLaVA records, one a line)"))
         rows, places = [r for _, r in numbered], [f"{path}:{n}" for n, _ in numbered]
+    first = {}  # id -> where it was first seen
     for r, where in zip(rows, places):
         if not isinstance(r, dict) or "id" not in r: raise InputError(f"{where}: field 'id': missing (expected a LLaVA record with an 'id')")
         turns = r.get("conversations")
         if not (isinstance(turns, list) and turns and isinstance(turns[0], dict) and isinstance(turns[0].get("value"), str)):
             raise InputError(f"{where}: field 'conversations[0].value': expected a first turn holding the question as a string")
+        rid = r["id"]
+        if isinstance(rid, (list, dict)): raise InputError(f"{where}: field 'id': expected a string or a number, got {json.dumps(rid)[:80]}")
+        if rid in first: raise InputError(f"{where}: id {rid!r} appears more than once (first at {first[rid]})")
+        first[rid] = where
     return rows
 
 def science_question(record: dict, single_pred_prompt: bool = False) -> tuple[str, str, bool]:
@@ -82,10 +87,12 @@ def main(argv: list[str] | None = None):
     p.add_argument("--single-pred-prompt", action="store_true", help="ask for the option's letter only")
     p.add_argument("--answer-prompter", action="store_true", help="second pass on prompt + reasoning + ' ###\\nANSWER:'")
     args = p.parse_args(argv)
+    question_file, answers_file = Path(args.question_file).expanduser(), Path(args.answers_file).expanduser()
     with user_errors():
-        records = get_chunk(read_science_questions(Path(args.question_file).expanduser()), args.num_chunks, args.chunk_idx)
+        check_answers_file(answers_file, question_file)
+        records = get_chunk(read_science_questions(question_file), args.num_chunks, args.chunk_idx)
         tokenizer, model, image_processor, model_id = load_model_for_eval(args)
-        rows = answer_science(model, tokenizer, image_processor, records, Path(args.answers_file).expanduser(), args.image_folder, model_id,
+        rows = answer_science(model, tokenizer, image_processor, records, answers_file, args.image_folder, model_id,
                               args.conv_mode, args.batch_size, args.single_pred_prompt, args.answer_prompter, **gen_kwargs(args))
     print(f"{len(rows)} answers in {args.answers_file}")
 

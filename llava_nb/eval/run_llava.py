@@ -13,8 +13,9 @@ from typing import Sequence
 
 from PIL import Image
 
-from ..conversation import conv_template_for_model, get_conv_template, stop_string
-from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, load_image, user_errors
+from ..conversation import conv_template_for_model, conv_templates, get_conv_template, stop_string
+from ..core import (ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, load_image,
+                           number_arg, user_errors)
 from ..mm_utils import get_model_name_from_path
 from ..serve.model_worker import BatchEngine, GenerationRequest
 
@@ -101,12 +102,13 @@ def run_llava_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-base", type=str, default=None)
     p.add_argument("--image-file", type=str, required=True, help="image file(s) or URL(s), joined by --sep")
     p.add_argument("--query", type=str, required=True)
-    p.add_argument("--conv-mode", type=str, default=None)
+    p.add_argument("--conv-mode", choices=list(conv_templates), metavar="NAME", default=None,
+                   help="conversation template (default: from the model name)")
     p.add_argument("--sep", type=str, default=",")
-    p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=None)
-    p.add_argument("--num_beams", "--num-beams", dest="num_beams", type=int, default=1)
-    p.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=512)
+    p.add_argument("--temperature", type=number_arg(float, 0), default=0.2)
+    p.add_argument("--top_p", "--top-p", dest="top_p", type=number_arg(float, 0, 1, low_open=True), default=None)
+    p.add_argument("--num_beams", "--num-beams", dest="num_beams", type=number_arg(int, 1), default=1)
+    p.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=number_arg(int, 1), default=512)
     p.add_argument("--device", type=str, default=None)
     p.add_argument("--load-8bit", action="store_true")
     p.add_argument("--load-4bit", action="store_true")

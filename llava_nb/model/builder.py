@@ -5,12 +5,14 @@
 # %% ../../nbs/07_model.builder.ipynb #f6ca56d2
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoModelForCausalLM
 
 from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, InputError,
@@ -20,9 +22,9 @@ from .llava import is_multimodal_config, llava_class_for, resize_embeddings_mean
 
 # %% auto #0
 __all__ = ['WEIGHT_FILES', 'DEFAULT_VISION_TOWER_2023', 'PEFT_04_LORA_KEYS', 'read_config_json', 'is_llava_hf_config',
-           'checkpoint_kind', 'llava_config', 'attention_implementation', 'check_weight_files', 'checkpoint_location',
-           'load_pretrained_model', 'prepare_multimodal', 'context_length', 'save_llava_checkpoint',
-           'save_lora_adapters']
+           'checkpoint_kind', 'config_errors', 'llava_config', 'attention_implementation', 'check_weight_files',
+           'checkpoint_location', 'load_pretrained_model', 'prepare_multimodal', 'context_length',
+           'save_llava_checkpoint', 'save_lora_adapters']
 
 # %% ../../nbs/07_model.builder.ipynb #ef338d94
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -57,6 +59,17 @@ def checkpoint_kind(model_path: str | Path) -> str:
 # %% ../../nbs/07_model.builder.ipynb #67f327c1
 DEFAULT_VISION_TOWER_2023 = "openai/clip-vit-large-patch14"
 
+@contextlib.contextmanager
+def config_errors(file,  # the config.json being read, for the message
+                  also: tuple = (),  # more exception types that can only come from the config here (TypeError, ValueError)
+                 ):
+    "transformers' refusal of a config field (`\"hidden_size\": \"big\"`) as an `InputError` naming the file and the field."
+    try: yield
+    except (StrictDataclassError, *also) as e:
+        cause = e.__cause__ if isinstance(e, StrictDataclassError) and e.__cause__ else e  # "Field 'hidden_size' expected int, got str ..."
+        detail = " ".join(str(cause).split())
+        raise InputError(f"{file}: invalid model config: {detail}") from None
+
 def llava_config(config: dict,  # a config.json as a dict
                  vision_tower: str | None = None,  # use this CLIP instead of the one the config names
                  name_or_path: str | Path | None = None,  # the checkpoint folder (relative tower paths resolve against it)
@@ -81,7 +94,7 @@ def llava_config(config: dict,  # a config.json as a dict
     d.setdefault("mm_use_im_patch_token", True)  # the reference's default when the key is missing
     d["llava_format"] = "2023" if is_2023 else d.get("llava_format", "latest")
     cls = llava_class_for(lm_type)
-    cfg = cls.config_class.from_dict(d)
+    with config_errors(where, also=(TypeError, ValueError)): cfg = cls.config_class.from_dict(d)
     if name_or_path is not None: cfg._name_or_path = str(name_or_path)
     return cfg
 
@@ -208,7 +221,7 @@ def load_pretrained_model(model_path: str | Path,  # checkpoint folder (or hub n
     tokenizer = load_tokenizer(model_base if kind in ("lora", "projector") else model_path)
     if kind == "lm":
         check_weight_files(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs)
+        with config_errors(model_path / "config.json"): model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs)
         return tokenizer, _finish(model, device), None, context_length(model.config)
     config = llava_config(read_config_json(model_path), vision_tower, model_path)
     if kind == "lora": model = _load_lora(model_path, model_base, config, **load_kwargs)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Callable, TextIO
 
-from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, ArgumentParser, load_image, user_errors
-from ..conversation import get_conv_template, SeparatorStyle, stop_string
+from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, ArgumentParser, load_image, number_arg, user_errors
+from ..conversation import conv_templates, get_conv_template, SeparatorStyle, stop_string
 from ..eval.run_llava import LlavaModel, default_conv_mode
 from .model_worker import GenerationRequest
 
@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None):
     p.add_argument("--model-base", type=str, default=None)
     p.add_argument("--image-file", type=str, default=None)
     p.add_argument("--device", type=str, default=None)
-    p.add_argument("--conv-mode", type=str, default=None)
-    p.add_argument("--temperature", type=float, default=0.2)
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--conv-mode", choices=list(conv_templates), metavar="NAME", default=None,
+                   help="conversation template (default: from the model name)")
+    p.add_argument("--temperature", type=number_arg(float, 0), default=0.2)
+    p.add_argument("--max-new-tokens", type=number_arg(int, 1), default=512)
     p.add_argument("--load-8bit", action="store_true")
     p.add_argument("--load-4bit", action="store_true")
     p.add_argument("--debug", action="store_true")

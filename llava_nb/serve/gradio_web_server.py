@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
 import gradio as gr
 import httpx
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from ..conversation import conv_template_for_model, Conversation, get_conv_template, stop_string
@@ -22,9 +24,9 @@ from ..core import DEFAULT_IMAGE_TOKEN, ArgumentParser, ImageLoadError, image_to
 from .controller import ChunkDecoder, logger
 
 # %% auto #0
-__all__ = ['IMAGE_PROCESS_MODES', 'CURSOR', 'UPLOAD_MAX_AGE', 'new_conversation', 'add_text', 'take_upload', 'image_html',
-           'to_chatbot', 'use_model_template', 'auth_headers', 'stream_answer', 'log_event', 'get_model_list',
-           'build_demo', 'main']
+__all__ = ['IMAGE_PROCESS_MODES', 'CURSOR', 'UPLOAD_MAX_AGE', 'new_conversation', 'add_text', 'image_html', 'to_chatbot',
+           'use_model_template', 'auth_headers', 'sampling_params', 'stream_answer', 'log_event', 'forget_upload',
+           'take_upload', 'get_model_list', 'build_demo', 'main']
 
 # %% ../../nbs/33_serve.gradio_web_server.ipynb #3547a2cc
 IMAGE_PROCESS_MODES = ["Crop", "Resize", "Pad", "Default"]
@@ -38,10 +40,11 @@ def new_conversation(model_name: str | None = None) -> Conversation:
         name = conv_template_for_model(model_name) if model_name else "vicuna_v1"
     return get_conv_template(name)
 
-def add_text(state: Conversation | None, text: str, image: Image.Image | None, image_process_mode: str) -> Conversation:
-    "Add the user's turn (and an empty answer slot) as the reference's `add_text`; a new image starts a new conversation."
+def add_text(state: Conversation | None, text: str | None, image: Image.Image | None, image_process_mode: str) -> Conversation:
+    "Add the user's turn (and an empty answer slot) as the reference's `add_text`; a new image starts a new conversation; no text and no image add nothing."
     state = state if state is not None else new_conversation()
-    text = text[:1536]
+    text = (text or "")[:1536]
+    if not text and image is None: return state  # nothing to send, as the page treats an empty box
     if image is not None:
         text = text[:1200]
         if DEFAULT_IMAGE_TOKEN not in text: text = text + "\n" + DEFAULT_IMAGE_TOKEN
@@ -50,15 +53,6 @@ def add_text(state: Conversation | None, text: str, image: Image.Image | None, i
     state.append_message(state.roles[0], text)
     state.append_message(state.roles[1], None)
     return state
-
-def take_upload(path: str | None,  # where Gradio saved the upload (the value of an `Image(type="filepath")`)
-               ) -> Image.Image | None:
-    "The uploaded image, loaded with `load_image`'s limits; its file is deleted at once, so nothing is kept for Gradio to serve."
-    if not path: return None
-    try: return load_image(path)
-    finally:
-        Path(path).unlink(missing_ok=True)
-        with contextlib.suppress(OSError): Path(path).parent.rmdir()  # Gradio's folder for this upload, once empty
 
 def image_html(image: Image.Image, max_side: int = 512) -> str:
     "An `<img>` that shows `image` in the chat: a JPEG thumbnail inline as a data: URL, so no file is written or served."
@@ -92,14 +86,32 @@ def auth_headers(api_key: str | None) -> dict:
     "The header that carries the controller's API key (none without a key)."
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
+def _control(name: str, value, low: float, high: float | None = None) -> float:
+    "A control's value as a finite number in [low, high] (no upper limit when `high` is None), else a `ValueError` naming it."
+    try: number = float(value)
+    except (TypeError, ValueError): number = math.nan
+    in_range = math.isfinite(number) and number >= low and (high is None or number <= high)
+    if isinstance(value, bool) or not in_range:
+        allowed = f"a number >= {low:g}" if high is None else f"a number between {low:g} and {high:g}"
+        raise ValueError(f"{name} {value!r}: expected {allowed}")
+    return number
+
+def sampling_params(temperature, top_p, max_new_tokens) -> dict:
+    "The request's sampling fields from the page's controls (max_new_tokens capped at 1536); NaN, None, text or a value out of range is a `ValueError` naming the control."
+    return {"temperature": _control("temperature", temperature, 0, 100), "top_p": _control("top_p", top_p, 0, 1),
+            "max_new_tokens": int(min(_control("max_new_tokens", max_new_tokens, 0), 1536))}
+
 def stream_answer(controller_url: str, state: Conversation, model_name: str, temperature: float, top_p: float, max_new_tokens: int,
                   api_key: str | None = None,  # sent as `Authorization: Bearer <api_key>`
                  ):
     "Ask the controller for the answer to the last turn; yields the answer so far (with the cursor), then the final answer or the error."
+    try: sampling = sampling_params(temperature, top_p, max_new_tokens)
+    except ValueError as e:
+        yield f"{e}; nothing was sent to the controller", True
+        return
     prompt = state.get_prompt()
     stop = stop_string(state)
-    payload = {"model": model_name, "prompt": prompt, "temperature": float(temperature), "top_p": float(top_p),
-               "max_new_tokens": min(int(max_new_tokens), 1536), "stop": stop, "images": state.get_images()}
+    payload = {"model": model_name, "prompt": prompt, **sampling, "stop": stop, "images": state.get_images()}
     try:
         with httpx.stream("POST", controller_url + "/worker_generate_stream", json=payload, headers=auth_headers(api_key),
                           timeout=httpx.Timeout(10.0, read=120.0)) as r:
@@ -124,6 +136,23 @@ def log_event(logdir: str | Path, kind: str, model: str, state: Conversation, ip
     with path.open("a") as f:
         f.write(json.dumps({"tstamp": round(time.time(), 4), "type": kind, "model": model, "state": state.dict(), "ip": ip, **extra}) + "\n")
     return path
+
+# %% ../../nbs/33_serve.gradio_web_server.ipynb #2ba6660f
+def forget_upload(path: str | Path) -> None:
+    "Delete a file Gradio saved in its upload folder, and its own folder there once empty; any other path is left alone."
+    uploads = Path(get_upload_folder()).resolve()
+    file = Path(path).absolute().parent.resolve() / Path(path).name  # a link is deleted as itself, not its target
+    if uploads not in file.parents or not file.is_file(): return
+    with contextlib.suppress(OSError): file.unlink()
+    if file.parent != uploads:
+        with contextlib.suppress(OSError): file.parent.rmdir()  # Gradio's folder for this upload, once empty
+
+def take_upload(path: str | None,  # where Gradio saved the upload (the value of an `Image(type="filepath")`)
+               ) -> Image.Image | None:
+    "The uploaded image, loaded with `load_image`'s limits; its file in Gradio's upload folder is deleted at once, so nothing is kept for Gradio to serve."
+    if not path: return None
+    try: return load_image(path)
+    finally: forget_upload(path)
 
 # %% ../../nbs/33_serve.gradio_web_server.ipynb #5fd1bb2b
 UPLOAD_MAX_AGE = 3600  # seconds: an upload never sent is deleted after this (a sent one at once, by `take_upload`)
