@@ -35,8 +35,9 @@ __all__ = ['IGNORE_INDEX', 'IMAGE_TOKEN_INDEX', 'DEFAULT_IMAGE_TOKEN', 'DEFAULT_
            'WORKER_HEART_BEAT_INTERVAL', 'CLIP_MEAN', 'CLIP_STD', 'PAD_COLOR', 'MAX_IMAGE_BYTES', 'MAX_IMAGE_PIXELS',
            'MAX_IMAGE_REDIRECTS', 'ANY_ADDRESS', 'set_seed', 'flag_spellings', 'ArgumentParser', 'number_arg',
            'InputError', 'check_file', 'decode_utf8', 'read_text', 'read_json', 'load_tensors', 'user_errors',
-           'main_error', 'default_device', 'default_dtype', 'ImageLoadError', 'describe_source', 'decode_image',
-           'load_image', 'address_refusal', 'parse_remote_allow', 'load_images', 'image_to_base64', 'expand2square']
+           'main_error', 'default_device', 'default_dtype', 'ImageLoadError', 'TooManyPixels', 'describe_source',
+           'decode_image', 'load_image', 'embedded_ipv4', 'address_refusal', 'parse_remote_allow', 'resolve_host',
+           'load_images', 'image_to_base64', 'expand2square']
 
 # %% ../nbs/00_core.ipynb #eda15f5f
 IGNORE_INDEX = -100  # label the loss skips (PyTorch's cross-entropy default)
@@ -235,6 +236,9 @@ class ImageLoadError(InputError):
         self.source, self.reason = source, reason
         super().__init__(f"image '{source}': {reason}")
 
+class TooManyPixels(ImageLoadError):
+    "An image refused for its size in pixels (before it is decoded)."
+
 def describe_source(source: Any, limit: int = 48) -> str:
     "A short printable name for an image source, for error messages (long base64 is cut)."
     if isinstance(source, Image.Image): return f"<PIL image {source.width}x{source.height}>"
@@ -262,7 +266,7 @@ def decode_image(data: bytes,  # the encoded image (PNG, JPEG, WebP, GIF, ...)
         raise ImageLoadError(name, f"corrupt or truncated image header ({e})") from None
     width, height = img.size
     if width * height > max_pixels:
-        raise ImageLoadError(name, f"{width}x{height} = {width * height:,} pixels is over the limit of "
+        raise TooManyPixels(name, f"{width}x{height} = {width * height:,} pixels is over the limit of "
                                    f"{max_pixels:,} (max_pixels)")
     if width == 0 or height == 0: raise ImageLoadError(name, f"has no pixels ({width}x{height})")
     try:
@@ -307,7 +311,7 @@ def load_image(source: str | os.PathLike | bytes | Image.Image,  # a path, data:
     name = name or describe_source(source)
     if isinstance(source, Image.Image):
         if source.width * source.height > max_pixels:
-            raise ImageLoadError(name, f"{source.width}x{source.height} pixels is over the limit of {max_pixels:,} (max_pixels)")
+            raise TooManyPixels(name, f"{source.width}x{source.height} pixels is over the limit of {max_pixels:,} (max_pixels)")
         return (ImageOps.exif_transpose(source) if exif_transpose else source).convert("RGB")
     if isinstance(source, (bytes, bytearray)):
         if len(source) > max_bytes: raise ImageLoadError(name, f"{len(source):,} bytes, over the limit of {max_bytes:,} (max_bytes)")
@@ -346,7 +350,7 @@ def _read_str(s: str, name: str, allow_remote: bool, allow_local: bool, max_byte
 MAX_IMAGE_REDIRECTS = 5  # redirects a remote image fetch follows, each checked like the first URL
 ANY_ADDRESS = ("0.0.0.0/0", "::/0")  # `remote_allow` for tools whose URLs come from their own user, who reads local files anyway (CLIs)
 
-def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     "The IPv4 address an IPv6 address leads to (IPv4-mapped `::ffff:a.b.c.d`, 6to4 `2002:...`), or None."
     if ip.version == 4: return None
     return ip.ipv4_mapped or ip.sixtofour
@@ -354,7 +358,7 @@ def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddre
 def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,  # an address a fetch would connect to
                    ) -> str | None:
     "Why a remote image fetch must not connect to `ip` ('loopback', 'private', ...), or None for a public unicast address."
-    embedded = _embedded_ipv4(ip)
+    embedded = embedded_ipv4(ip)
     if embedded is not None and (why := address_refusal(embedded)): return f"{why} ({embedded} inside)"
     for kind in ("loopback", "unspecified", "link_local", "multicast", "reserved", "private"):
         if getattr(ip, f"is_{kind}"): return kind.replace("_", "-")
@@ -405,6 +409,14 @@ def _resolve(host: str, port: int, deadline: float) -> list:
     except concurrent.futures.TimeoutError: raise httpcore.ConnectTimeout(f"resolving {host} took too long") from None
     finally: resolver.shutdown(wait=False)
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+def resolve_host(host: str,  # a host name or an IP literal (IPv6 in brackets or not)
+                 timeout: float = 10.0,  # seconds for the resolver
+                ) -> list:
+    "Every IP address `host` resolves to; a name that cannot be resolved (or not in time) raises `OSError`."
+    try: return _resolve(host.strip("[]"), None, time.monotonic() + timeout)
+    except UnicodeError as e: raise OSError(f"not a valid host name ({e})") from None  # an empty or 64-character label
+    except httpcore.TimeoutException as e: raise OSError(str(e)) from None
 
 def _checked_addresses(url: str, name: str, rules: list, deadline: float) -> list[str]:
     "Resolve the host of `url` and check every address it has; returns them (all allowed) to connect to."

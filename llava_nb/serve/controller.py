@@ -20,16 +20,16 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..core import ArgumentParser
+from ..core import ArgumentParser, resolve_host
 from .edge import (BadRequest, Limits, bearer, boolean, check_generate_params, check_key, check_worker_url, default_worker_networks,
-                   number, parse_networks, request_json, resolve, run_server, string)
+                   number, parse_networks, request_json, run_server, string)
 
 # %% auto #0
 __all__ = ['WORKER_HEART_BEAT_INTERVAL', 'CONTROLLER_HEART_BEAT_EXPIRATION', 'ERROR_OK', 'ERROR_WORKER', 'ERROR_NO_WORKER',
            'ERROR_WORKER_UNREACHABLE', 'HOPS_HEADER', 'MAX_HOPS', 'WORKER_TIMEOUT', 'SERVER_ERROR_MSG', 'logger',
            'DISPATCH_METHODS', 'MAX_TRIES', 'encode_chunk', 'error_chunk', 'ChunkDecoder', 'iter_chunks', 'WorkerInfo',
-           'check_worker_status', 'Controller', 'proxy_generate_stream', 'make_controller_app', 'free_port',
-           'start_server', 'stop_server', 'main']
+           'check_worker_status', 'Controller', 'proxy_generate_stream', 'stream_refusal', 'check_client',
+           'make_controller_app', 'free_port', 'start_server', 'stop_server', 'main']
 
 # %% ../../nbs/30_serve.controller.ipynb #073a58f1
 WORKER_HEART_BEAT_INTERVAL = float(os.environ.get("LLAVA_WORKER_HEART_BEAT_INTERVAL", 15))  # seconds between a worker's heartbeats
@@ -151,7 +151,7 @@ class Controller:
         host, port = self.own_address
         parts = urlsplit(url)
         if (parts.port or (443 if parts.scheme == "https" else 80)) != port: return False
-        try: addresses = resolve(parts.hostname)
+        try: addresses = resolve_host(parts.hostname)
         except OSError: return False
         return any(a.is_loopback or a.is_unspecified or str(a) == host for a in addresses)
 
@@ -289,9 +289,13 @@ async def proxy_generate_stream(controller: Controller, client: httpx.AsyncClien
             yield error_chunk(ERROR_WORKER_UNREACHABLE, f"the connection to worker {address} broke during generation ({type(e).__name__}: {e})")
             return
 
-def _stream_error(exc: BadRequest) -> JSONResponse:
+def stream_refusal(message: str, status: int = 400) -> JSONResponse:
     "A refused generation request: a 4xx JSON body that is also one chunk of the reference's stream (no NUL: it is the whole body)."
-    return JSONResponse({"text": str(exc), "error_code": ERROR_WORKER, "error_type": "invalid_request", "error": str(exc)}, status_code=exc.status)
+    return JSONResponse({"text": message, "error_code": ERROR_WORKER, "error_type": "invalid_request", "error": message}, status_code=status)
+
+def check_client(request: Request, api_key: str | None, controller: Controller) -> None:
+    "Raise 401 unless a request to a client endpoint carries the client key (or the worker key); open when there is no client key."
+    if api_key: check_key(request.headers, [k for k in (api_key, controller.worker_key) if k], "client")
 
 def make_controller_app(controller: Controller,
                         api_key: str | None = None,  # clients must send it (generation, the registry); None: open
@@ -324,11 +328,10 @@ def make_controller_app(controller: Controller,
 
     @app.exception_handler(BadRequest)
     async def bad_request(request, exc: BadRequest):
-        if request.url.path == "/worker_generate_stream": return _stream_error(exc)
+        if request.url.path == "/worker_generate_stream": return stream_refusal(str(exc), exc.status)
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    def client(request: Request):  # the worker key opens the client endpoints too
-        if api_key: check_key(request.headers, [k for k in (api_key, controller.worker_key) if k], "client")
+    def client(request: Request): check_client(request, api_key, controller)
     def worker(request: Request): check_key(request.headers, [controller.worker_key], "worker")
 
     def hops(request: Request) -> int:

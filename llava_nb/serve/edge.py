@@ -9,16 +9,17 @@ import hmac
 import ipaddress
 import json
 import math
-import socket
 from dataclasses import dataclass, fields
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
+from ..core import embedded_ipv4, resolve_host
+
 # %% auto #0
 __all__ = ['LOOPBACK_NETWORKS', 'PRIVATE_NETWORKS', 'BadRequest', 'Limits', 'read_json', 'read_body', 'request_json', 'number',
            'check_text', 'string', 'boolean', 'stop_strings', 'check_generate_params', 'StopMatcher', 'bearer',
-           'has_key', 'check_key', 'parse_networks', 'default_worker_networks', 'resolve', 'check_worker_url',
-           'run_server', 'server_config']
+           'has_key', 'check_key', 'parse_networks', 'default_worker_networks', 'check_worker_url', 'run_server',
+           'server_config']
 
 # %% ../../nbs/29_serve.edge.ipynb #d79d8804
 class BadRequest(ValueError):
@@ -252,17 +253,6 @@ def default_worker_networks(host: str) -> list:
     local = host in ("localhost", "") or host.startswith("127.") or host == "::1"
     return parse_networks(LOOPBACK_NETWORKS if local else LOOPBACK_NETWORKS + PRIVATE_NETWORKS)
 
-def resolve(host: str) -> list:
-    "Every IP address `host` resolves to (an IP literal resolves to itself)."
-    try: return [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError: pass
-    try: infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except UnicodeError as e: raise OSError(f"not a valid host name ({e})") from None  # an empty or 64-character label
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos))
-
-def _mapped(ip):
-    return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
-
 def check_worker_url(url: Any, networks: list | None, where: str = "'worker_name'") -> str:
     "A worker address, normalized (no trailing '/'), if it is http(s)://host[:port] on an allowed network; else `BadRequest`."
     if not isinstance(url, str): raise BadRequest(f"{where} must be a string (the worker's http://host:port), got {_show(url)}")
@@ -276,9 +266,9 @@ def check_worker_url(url: Any, networks: list | None, where: str = "'worker_name
             or "?" in url or "#" in url or parts.path not in ("", "/"):
         raise BadRequest(f"{where} must be http(s)://host[:port] and nothing else, got {_show(url)}")
     if networks is not None:
-        try: addresses = resolve(parts.hostname)
+        try: addresses = resolve_host(parts.hostname)
         except OSError as e: raise BadRequest(f"{where}: the host {parts.hostname!r} does not resolve ({e})") from None
-        outside = [str(a) for a in addresses if not any(_mapped(a) in n or a in n for n in networks)]
+        outside = [str(a) for a in addresses if not any(a in n or (embedded_ipv4(a) or a) in n for n in networks)]
         if outside: raise BadRequest(f"{where} {url!r} resolves to {', '.join(outside)}, outside the networks this controller "
                                      f"accepts workers from ({', '.join(map(str, networks))}; the controller's --worker-networks)", 403)
     return url.strip().rstrip("/")

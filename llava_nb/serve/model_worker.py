@@ -30,10 +30,10 @@ from PIL import Image
 from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ArgumentParser, ImageLoadError, MAX_IMAGE_PIXELS, load_image, user_errors
+from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ArgumentParser, ImageLoadError, MAX_IMAGE_PIXELS, TooManyPixels, load_image, user_errors
 from ..mm_utils import expand_image_tokens_2023, get_model_name_from_path, process_images, tokenizer_image_token
 from ..model.llava import image_slots, pad_spliced, splice_sequence
-from .controller import (ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, encode_chunk, error_chunk, logger)
+from .controller import (ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, encode_chunk, error_chunk, logger, stream_refusal)
 from .edge import BadRequest, Limits, StopMatcher, bearer, check_generate_params, check_key, read_body, read_json, run_server
 
 # %% auto #0
@@ -442,8 +442,8 @@ def parse_generate_params(params: dict, limits: Limits = Limits()) -> Generation
     decoded, left = [], limits.max_request_pixels  # each image may be large, not all of them together: resizing them holds the worker
     for i, b64 in enumerate(p["images"]):
         try: decoded.append(decode_base64_image(b64, f"image #{i}", max_pixels=min(MAX_IMAGE_PIXELS, left)))  # refused before decoding
-        except ImageLoadError as e:
-            if left >= MAX_IMAGE_PIXELS or "over the limit" not in str(e): raise
+        except TooManyPixels:
+            if left >= MAX_IMAGE_PIXELS: raise
             raise RequestError(f"the images hold over {limits.max_request_pixels:,} pixels together (image #{i} passes it); send smaller images") from None
         left -= decoded[-1].width * decoded[-1].height
     return GenerationRequest(p["prompt"], decoded, temperature=p["temperature"], top_p=p["top_p"], top_k=p["top_k"],
@@ -526,8 +526,7 @@ class ModelWorker:
 
 def _refusal(worker: ModelWorker, message: str, status: int = 400) -> JSONResponse:
     "A request refused before it is queued: a 4xx JSON body that is also one chunk of the reference's stream."
-    text = f"model worker ({worker.model_name}): bad request: {message}"
-    return JSONResponse({"text": text, "error_code": ERROR_WORKER, "error_type": "invalid_request", "error": text}, status_code=status)
+    return stream_refusal(f"model worker ({worker.model_name}): bad request: {message}", status)
 
 def make_worker_app(worker: ModelWorker) -> FastAPI:
     "The reference's worker endpoints (`/worker_generate_stream`, `/worker_get_status`) plus `/model_details`; with a worker key, all need it."

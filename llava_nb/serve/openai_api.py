@@ -16,9 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..conversation import conv_template_for_model, get_conv_template, stop_string
-from ..core import DEFAULT_IMAGE_TOKEN, MAX_IMAGE_PIXELS, ImageLoadError, image_to_base64, load_image, parse_remote_allow
-from .controller import (ERROR_NO_WORKER, ERROR_OK, Controller, ChunkDecoder, logger, proxy_generate_stream)
-from .edge import BadRequest, Limits, StopMatcher, bearer, boolean, check_key, check_text, number, request_json, stop_strings, string
+from ..core import DEFAULT_IMAGE_TOKEN, MAX_IMAGE_PIXELS, ImageLoadError, TooManyPixels, image_to_base64, load_image, parse_remote_allow
+from .controller import (ERROR_NO_WORKER, ERROR_OK, Controller, ChunkDecoder, check_client, logger, proxy_generate_stream)
+from .edge import BadRequest, Limits, StopMatcher, bearer, boolean, check_text, number, request_json, stop_strings, string
 
 # %% auto #0
 __all__ = ['OpenAIError', 'parse_messages', 'render_prompt', 'add_openai_routes']
@@ -84,9 +84,10 @@ def parse_messages(messages, allow_remote_images: bool = False,
                     try: image = load_image(url, name=pwhere, allow_remote=allow_remote_images, allow_local=False, remote_allow=remote_image_allow,
                                             max_pixels=min(MAX_IMAGE_PIXELS, left))
                     except ImageLoadError as e:
-                        if left < MAX_IMAGE_PIXELS and "over the limit" in str(e):
-                            raise _bad(f"{pwhere}: the images hold over {limits.max_request_pixels:,} pixels together; send smaller images", pwhere, "invalid_image") from None
-                        raise _bad(f"invalid image: {e}", f"{pwhere}.image_url", "invalid_image") from None
+                        together = isinstance(e, TooManyPixels) and left < MAX_IMAGE_PIXELS  # this image alone would have passed
+                        message = f"{pwhere}: the images hold over {limits.max_request_pixels:,} pixels together; send smaller images" \
+                            if together else f"invalid image: {e}"
+                        raise _bad(message, f"{pwhere}.image_url", "invalid_image") from None
                     pixels += image.width * image.height
                     images.append(image_to_base64(image)); n_images += 1
                 else: raise _bad(f"{pwhere} must be {{'type': 'text', 'text': ...}} or {{'type': 'image_url', 'image_url': {{'url': ...}}}}", pwhere)
@@ -184,19 +185,17 @@ def add_openai_routes(app: FastAPI, controller: Controller,
         if request.url.path.startswith("/v1") or reference_refusal is None: return await openai_error(request, _openai_error(exc))
         return await reference_refusal(request, exc)
 
-    def check_client(request: Request):
-        if api_key: check_key(request.headers, [k for k in (api_key, controller.worker_key) if k], "client")
 
     def model_card(name: str) -> dict: return {"id": name, "object": "model", "created": 0, "owned_by": "llava_nb"}
 
     @app.get("/v1/models")
     async def models(request: Request):
-        check_client(request)
+        check_client(request, api_key, controller)
         return {"object": "list", "data": [model_card(m) for m in controller.list_models()]}
 
     @app.get("/v1/models/{model:path}")
     async def model(model: str, request: Request):
-        check_client(request)
+        check_client(request, api_key, controller)
         if model not in controller.list_models(): raise OpenAIError(404, f"The model '{model}' does not exist", code="model_not_found", param="model")
         return model_card(model)
 
@@ -220,7 +219,7 @@ def add_openai_routes(app: FastAPI, controller: Controller,
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        check_client(request)
+        check_client(request, api_key, controller)
         body = await request_json(request, limits, "the request body")
         model = string(body, "model", max_chars=limits.max_name_chars)
         if not model: raise _bad("'model' is required (a string; see GET /v1/models)", "model")
