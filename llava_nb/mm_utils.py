@@ -5,6 +5,8 @@
 # %% ../nbs/03_mm_utils.ipynb #2ddd3c7f
 from __future__ import annotations
 
+import ast
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -16,25 +18,88 @@ from .core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_P
                            IMAGE_TOKEN_INDEX, expand2square, load_image)
 
 # %% auto #0
-__all__ = ['process_images', 'tokenizer_image_token', 'image_token_string_2023', 'expand_image_tokens_2023',
-           'add_image_tokens_2023', 'KeywordsStoppingCriteria', 'get_model_name_from_path', 'load_image_from_base64']
+__all__ = ['process_images', 'parse_grid_pinpoints', 'select_best_resolution', 'resize_and_pad_image', 'divide_to_patches',
+           'get_anyres_image_grid_shape', 'process_anyres_image', 'tokenizer_image_token', 'image_token_string_2023',
+           'expand_image_tokens_2023', 'add_image_tokens_2023', 'KeywordsStoppingCriteria', 'get_model_name_from_path',
+           'load_image_from_base64']
 
 # %% ../nbs/03_mm_utils.ipynb #f878c837
 def process_images(images: Sequence[Image.Image],  # PIL images (RGB)
                    image_processor,  # the vision tower's CLIP image processor
-                   model_cfg=None,  # anything with `image_aspect_ratio` ('square'/None, 'pad'); or that string itself
+                   model_cfg=None,  # anything with `image_aspect_ratio` ('square'/None, 'pad', 'anyres' with `image_grid_pinpoints`); or 'square'/'pad'
                   ) -> torch.Tensor | list[torch.Tensor]:
-    "Pixel values for a list of images, as the reference's `process_images`: (N, 3, H, W), square-cropped or padded."
+    """Pixel values for a list of images, as the reference's `process_images`: (N, 3, H, W), square-cropped or padded;
+    for 'anyres', one (1 + tiles, 3, H, W) tensor per image, stacked to (N, 1 + tiles, 3, H, W) when all have as many tiles."""
     aspect = model_cfg if isinstance(model_cfg, str) or model_cfg is None else getattr(model_cfg, "image_aspect_ratio", None)
     if aspect == "anyres":
-        raise NotImplementedError("image_aspect_ratio 'anyres' (LLaVA-1.6 tiling) is not supported by llava_nb yet; use 'pad' or 'square'")
-    if aspect == "pad":
+        pinpoints = getattr(model_cfg, "image_grid_pinpoints", None)
+        if pinpoints is None: raise ValueError("image_aspect_ratio 'anyres' needs the config's image_grid_pinpoints (the tiling resolutions)")
+        new_images = [process_anyres_image(im, image_processor, pinpoints) for im in images]
+    elif aspect == "pad":
         fill = tuple(int(x * 255) for x in image_processor.image_mean)
         new_images = [image_processor(expand2square(im, fill), return_tensors="pt")["pixel_values"][0] for im in images]
-        return torch.stack(new_images) if all(x.shape == new_images[0].shape for x in new_images) else new_images
-    if aspect not in (None, "square"):
+    elif aspect in (None, "square"):
+        return image_processor(list(images), return_tensors="pt")["pixel_values"]
+    else:
         raise ValueError(f"image_aspect_ratio {aspect!r}: expected 'square', 'pad' or 'anyres'")
-    return image_processor(list(images), return_tensors="pt")["pixel_values"]
+    return torch.stack(new_images) if all(x.shape == new_images[0].shape for x in new_images) else new_images
+
+# %% ../nbs/03_mm_utils.ipynb #7d0f3a11
+def parse_grid_pinpoints(pinpoints) -> list[tuple[int, int]]:
+    "`image_grid_pinpoints` as (width, height) pairs, from a config's list or the training flag's string ('[(336, 672), (672, 336)]')."
+    text = pinpoints
+    if isinstance(pinpoints, str):
+        try: pinpoints = ast.literal_eval(pinpoints)
+        except (ValueError, SyntaxError): pinpoints = None
+    pairs = [tuple(p) for p in pinpoints] if isinstance(pinpoints, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in pinpoints) else []
+    if not pairs or not all(len(p) == 2 and all(isinstance(v, int) and v > 0 for v in p) for p in pairs):
+        raise ValueError(f"image_grid_pinpoints {text!r}: expected a non-empty list of [width, height] pairs of positive integers, "
+                         "e.g. [[336, 672], [672, 336], [672, 672]]")
+    return pairs
+
+def select_best_resolution(image_size: tuple[int, int],  # the image's (width, height)
+                           resolutions: Sequence[tuple[int, int]],  # candidate (width, height)
+                          ) -> tuple[int, int]:
+    "The candidate that keeps most of the image's pixels once it is scaled to fit; ties go to the one with least padding, then to the first."
+    width, height = image_size
+    def score(resolution):
+        w, h = resolution
+        scale = min(w / width, h / height)
+        kept = min(int(width * scale) * int(height * scale), width * height)  # never more than the image has
+        return kept, kept - w * h  # more kept first; then less padding
+    return tuple(max(resolutions, key=score))
+
+def resize_and_pad_image(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    "Scale `image` to fit `target` (width, height) keeping its aspect ratio, centred on black."
+    target_w, target_h = target
+    width, height = image.size
+    scale_w, scale_h = target_w / width, target_h / height
+    if scale_w < scale_h: new_size = (target_w, min(math.ceil(height * scale_w), target_h))
+    else: new_size = (min(math.ceil(width * scale_h), target_w), target_h)
+    canvas = Image.new("RGB", target, (0, 0, 0))
+    canvas.paste(image.resize(new_size), ((target_w - new_size[0]) // 2, (target_h - new_size[1]) // 2))
+    return canvas
+
+def divide_to_patches(image: Image.Image, patch_size: int) -> list[Image.Image]:
+    "Square tiles of `patch_size`, row by row, left to right."
+    width, height = image.size
+    return [image.crop((x, y, x + patch_size, y + patch_size)) for y in range(0, height, patch_size) for x in range(0, width, patch_size)]
+
+def get_anyres_image_grid_shape(image_size: tuple[int, int],  # the image's (width, height)
+                                grid_pinpoints,  # the config's image_grid_pinpoints
+                                patch_size: int,  # the tile side (the vision tower's image size)
+                               ) -> tuple[int, int]:
+    "How many tiles an image becomes: (columns, rows)."
+    width, height = select_best_resolution(image_size, parse_grid_pinpoints(grid_pinpoints))
+    return width // patch_size, height // patch_size
+
+def process_anyres_image(image: Image.Image, image_processor, grid_pinpoints) -> torch.Tensor:
+    "One image as LLaVA-1.6 sees it: (1 + tiles, 3, H, W), the whole image squashed to one square first, then the tiles."
+    best = select_best_resolution(image.size, parse_grid_pinpoints(grid_pinpoints))
+    tiles = divide_to_patches(resize_and_pad_image(image, best), image_processor.crop_size["height"])
+    side = image_processor.size["shortest_edge"]
+    views = [image.resize((side, side))] + tiles
+    return torch.stack([image_processor(view, return_tensors="pt")["pixel_values"][0] for view in views])
 
 # %% ../nbs/03_mm_utils.ipynb #52663ccb
 def tokenizer_image_token(prompt: str,  # the rendered prompt, with one or more `<image>`

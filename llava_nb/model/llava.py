@@ -16,6 +16,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFo
 
 from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, IGNORE_INDEX,
                            IMAGE_TOKEN_INDEX, InputError, load_tensors)
+from .anyres import image_groups, merge_image_features
 from .projector import build_vision_projector
 from .vision_tower import CLIPVisionTower, build_vision_tower, resolve_vision_tower_path
 
@@ -143,6 +144,8 @@ class LlavaMetaForCausalLM:
         self.config.use_mm_proj = True
         self.model.vision_tower = tower
         self.model.mm_projector = build_vision_projector(self.config)
+        if "unpad" in (getattr(self.config, "mm_patch_merge_type", None) or ""):  # LLaVA-1.6: the learned end of each picture row
+            self.model.image_newline = nn.Parameter(torch.empty(self.config.hidden_size, dtype=self.dtype))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         "Images (M, 3, H, W) -> projected features (M, N, hidden_size)."
@@ -150,6 +153,27 @@ class LlavaMetaForCausalLM:
         if tower is None: raise ValueError("this model has no vision tower (its config names no 'mm_vision_tower'), so it takes no images")
         features = tower(images)  # (M, N, mm_hidden_size), no gradients
         return self.model.mm_projector(features.to(self.dtype))  # (M, N, hidden_size)
+
+    def image_features(self, images, image_sizes=None) -> list[torch.Tensor]:
+        """Each image's rows for the LM, (rows, D), in order; all the images' squares go through the tower in one call when they can.
+        For 'anyres' (LLaVA-1.6) models, `images` holds each image's squares and `image_sizes` each image's (width, height)."""
+        groups = image_groups(images) if getattr(self.config, "image_aspect_ratio", None) == "anyres" else None
+        if groups is None:
+            flat = flatten_images(images)
+            if len(flat) and all(im.shape == flat[0].shape for im in flat): return list(self.encode_images(torch.stack(flat)))  # M x (N, D)
+            return [self.encode_images(im[None])[0] for im in flat]
+        if image_sizes is None or len(image_sizes) != len(groups):
+            raise ValueError(f"an 'anyres' model needs image_sizes, the (width, height) of each image ({len(groups)} images, "
+                             f"{'no' if image_sizes is None else len(image_sizes)} sizes): pass image_sizes=[image.size for image in images]")
+        sizes = [tuple(int(v) for v in size) for size in image_sizes]
+        squares = torch.cat(groups)
+        features = self.encode_images(squares) if all(g.shape[1:] == groups[0].shape[1:] for g in groups) \
+            else torch.cat([self.encode_images(g) for g in groups])
+        merge = getattr(self.config, "mm_patch_merge_type", None) or "flat"
+        newline = getattr(self.model, "image_newline", None)
+        tile = self.get_vision_tower().config.image_size
+        return [merge_image_features(f, size, merge, self.config.image_grid_pinpoints, tile, newline)
+                for f, size in zip(features.split([len(g) for g in groups]), sizes)]
 
     def prepare_inputs_labels_for_multimodal(self, input_ids: torch.Tensor, position_ids, attention_mask, past_key_values,
                                              labels, images, image_sizes=None, padding_side: str | None = None):
@@ -160,10 +184,8 @@ class LlavaMetaForCausalLM:
         ids = [input_ids[b][mask[b]] for b in range(batch)]  # padding removed, (T_b,)
         labs = [labels[b][mask[b]] for b in range(batch)] if labels is not None else [torch.full_like(i, IGNORE_INDEX) for i in ids]
         slots = [image_slots(i, _patch_id(self.config)) for i in ids]
-        flat = flatten_images(images)
-        used, dummies = assign_images([len(s) for s in slots], len(flat))
-        if len(flat) and all(im.shape == flat[0].shape for im in flat): features = list(self.encode_images(torch.stack(flat)))  # M x (N, D)
-        else: features = [self.encode_images(im[None])[0] for im in flat]
+        features = self.image_features(images, image_sizes)  # M x (rows, D)
+        used, dummies = assign_images([len(s) for s in slots], len(features))
         embed = self.get_input_embeddings()
         spliced = [splice_sequence(embed(i.clamp(min=0)), l, s, [features[k] for k in u], [features[k] for k in d])
                    for i, l, s, u, d in zip(ids, labs, slots, used, dummies)]
@@ -250,6 +272,9 @@ def initialize_vision_modules(self: LlavaMetaForCausalLM, vision_tower: str | Pa
     cfg.mm_hidden_size, cfg.use_mm_proj = tower.hidden_size, True
     self.model.vision_tower = tower.to(self.device)
     self.model.mm_projector = build_vision_projector(cfg).to(device=self.device, dtype=self.dtype)
+    if "unpad" in (getattr(cfg, "mm_patch_merge_type", None) or ""):  # LLaVA-1.6's row end, drawn at the embeddings' scale
+        newline = torch.randn(cfg.hidden_size, device=self.device, dtype=self.dtype) / cfg.hidden_size ** 0.5
+        self.model.image_newline = nn.Parameter(newline)
     if pretrain_mm_mlp_adapter is not None: self.load_projector(pretrain_mm_mlp_adapter)
 
 @patch
