@@ -22,28 +22,40 @@ from .tiny import load_image_processor, save_tiny_clip, save_tiny_llama
 from .tokenizer import load_tokenizer
 
 # %% auto #0
-__all__ = ['PROMPT_LATEST', 'PROMPT_2023', 'CHROMIUM', 'CHROMIUM_ARGS', 'MISSING_CHROMIUM', 'example_image', 'example_inputs',
-           'TinyCheckpoints', 'make_tiny_checkpoints', 'launch_chromium']
+__all__ = ['PROMPT_LATEST', 'PROMPT_2023', 'ANYRES_PINPOINTS', 'ANYRES_IMAGE_SIZE', 'CHROMIUM', 'CHROMIUM_ARGS',
+           'MISSING_CHROMIUM', 'example_image', 'is_anyres', 'example_inputs', 'example_image_sizes', 'TinyCheckpoints',
+           'make_tiny_checkpoints', 'launch_chromium']
 
 # %% ../nbs/09_testing.ipynb #37fad321
 PROMPT_LATEST = "USER: <image>\nWhat colour is the circle? ASSISTANT:"
 PROMPT_2023 = "Human: What colour is the circle?\n<image>###Assistant:"
 
-def example_image(size: int = 48) -> Image.Image:
+ANYRES_PINPOINTS = [[64, 32], [32, 64], [64, 64], [96, 32], [32, 96]]  # LLaVA-1.6's set, for the tiny 32-pixel tower
+ANYRES_IMAGE_SIZE = (90, 40)  # the example image the 1.6 checkpoints record their logits on: 3 tiles wide, unpadded
+
+def example_image(size: int = 48,  # width (and height, unless `height` is given)
+                  height: int | None = None) -> Image.Image:
     "A small drawn scene (a red circle and a blue square), the same every time."
-    image = Image.new("RGB", (size, size), "white")
+    width, height = size, height or size
+    image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.ellipse((4, 4, size // 2, size // 2), fill=(220, 30, 30))
-    draw.rectangle((size // 2, size // 2, size - 4, size - 4), fill=(30, 60, 220))
+    draw.ellipse((4, 4, width // 2, height // 2), fill=(220, 30, 30))
+    draw.rectangle((width // 2, height // 2, width - 4, height - 4), fill=(30, 60, 220))
     return image
 
+def is_anyres(model) -> bool: return getattr(model.config, "image_aspect_ratio", None) == "anyres"
+
 def example_inputs(model, tokenizer, image_processor, prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Input ids (1, T) and pixel values (1, 3, H, W) for one image question, in the model's own image convention."
-    pixels = process_images([example_image()], image_processor, model.config)
+    "Input ids (1, T) and pixel values for one image question, in the model's own image convention (`example_image_sizes` for 1.6)."
+    pixels = process_images([example_image(*example_image_sizes(model)[0])], image_processor, model.config)
     if getattr(model.config, "llava_format", "latest") == "2023" or getattr(model.config, "im_patch_token", None) is not None:
         text = expand_image_tokens_2023(prompt or PROMPT_2023, model.get_vision_tower().num_patches, model.config.mm_use_im_start_end)
         return tokenizer(text, return_tensors="pt").input_ids, pixels
     return tokenizer_image_token(prompt or PROMPT_LATEST, tokenizer, return_tensors="pt")[None], pixels
+
+def example_image_sizes(model) -> list[tuple[int, int]]:
+    "The `image_sizes` that go with `example_inputs`: the wide image for an 'anyres' (1.6) model, the square one otherwise."
+    return [ANYRES_IMAGE_SIZE if is_anyres(model) else (48, 48)]
 
 @dataclass
 class TinyCheckpoints:
@@ -56,7 +68,7 @@ class TinyCheckpoints:
 # %% ../nbs/09_testing.ipynb #5fd0510d
 def _logits(model, tokenizer, processor, vocab: int) -> torch.Tensor:
     ids, pixels = example_inputs(model, tokenizer, processor)
-    with torch.no_grad(): return model(input_ids=ids, images=pixels).logits[..., :vocab].clone()
+    with torch.no_grad(): return model(input_ids=ids, images=pixels, image_sizes=example_image_sizes(model)).logits[..., :vocab].clone()
 
 def _tiny_llava(cks: TinyCheckpoints, projector_type: str, seed: int):
     model = LlavaLlamaForCausalLM.from_pretrained(cks.paths["base_lm"]).eval()
@@ -92,6 +104,27 @@ def _write_2023(cks, tokenizer, processor, seed, name: str, old_config: bool):
     tok.save_pretrained(out)
 
 # %% ../nbs/09_testing.ipynb #e6bc6db3
+def _write_v1_6(cks, tokenizer, processor, seed, name: str, lm: str):
+    "A LLaVA-1.6 checkpoint as the reference writes one: anyres, spatial_unpad, a trained-looking image_newline."
+    from llava_nb.model.llava import LlavaMistralConfig, LlavaMistralForCausalLM
+    if lm == "llama": model = LlavaLlamaForCausalLM.from_pretrained(cks.paths["base_lm"])
+    else:
+        dims = json.loads((cks.paths["base_lm"] / "config.json").read_text())
+        keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id", "rms_norm_eps")
+        set_seed(seed + 5)
+        model = LlavaMistralForCausalLM(LlavaMistralConfig(**{k: dims[k] for k in keep if k in dims}, sliding_window=4096))
+    model.eval()
+    model.initialize_vision_modules(cks.paths["clip"], mm_projector_type="mlp2x_gelu", image_aspect_ratio="anyres",
+                                    mm_patch_merge_type="spatial_unpad", image_grid_pinpoints=ANYRES_PINPOINTS,
+                                    tokenizer_padding_side="right", tokenizer_model_max_length=512)
+    model.config.mm_use_im_patch_token, model.config.mm_use_im_start_end = False, False
+    set_seed(seed + 4)
+    for p in model.model.mm_projector.parameters(): torch.nn.init.normal_(p, std=0.2)
+    torch.nn.init.normal_(model.model.image_newline, std=1.0)
+    cks.expected[name] = _logits(model, tokenizer, processor, cks.vocab_size)
+    model.save_pretrained(cks.paths[name]); tokenizer.save_pretrained(cks.paths[name])
+
 def _write_projector(cks, tokenizer, processor, seed):
     model = _tiny_llava(cks, "mlp2x_gelu", seed + 2)
     model.config.mm_use_im_patch_token = False
@@ -120,7 +153,7 @@ def _write_lora(cks, tokenizer, processor, seed):
 
 # %% ../nbs/09_testing.ipynb #f32409bd
 def make_tiny_checkpoints(root: str | Path,  # folder to write into (one sub-folder per checkpoint)
-                          formats: tuple = ("latest", "v0", "v0_old", "projector", "lora", "llava_hf"),
+                          formats: tuple = ("latest", "v0", "v0_old", "projector", "lora", "llava_hf", "v1_6", "v1_6_mistral"),
                           seed: int = 0,
                          ) -> TinyCheckpoints:
     "Write a tiny CLIP, a tiny LLaMA, and tiny LLaVA checkpoints in the requested formats; no network, a few seconds."
@@ -138,6 +171,8 @@ def make_tiny_checkpoints(root: str | Path,  # folder to write into (one sub-fol
         if "v0_old" in formats: _write_2023(cks, tokenizer, processor, seed, "v0_old", old_config=True)
         if "projector" in formats: _write_projector(cks, tokenizer, processor, seed)
         if "lora" in formats: _write_lora(cks, tokenizer, processor, seed)
+        if "v1_6" in formats: _write_v1_6(cks, tokenizer, processor, seed, "v1_6", "llama")
+        if "v1_6_mistral" in formats: _write_v1_6(cks, tokenizer, processor, seed, "v1_6_mistral", "mistral")
         if "llava_hf" in formats:
             from llava_nb.model.hf_format import export_llava_hf
             export_llava_hf(latest, tokenizer, processor, cks.paths["llava_hf"])
