@@ -5,6 +5,8 @@
 # %% ../../nbs/06_model.llava.ipynb #3363b399
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 from typing import Sequence
 
@@ -111,6 +113,13 @@ def flatten_images(images) -> list[torch.Tensor]:
 # %% ../../nbs/06_model.llava.ipynb #1d73be9a
 def _patch_id(config) -> int | None: return getattr(config, "im_patch_token", None)
 
+@functools.cache
+def _takes_logits_to_keep(cls) -> bool:
+    "Whether the LM under a LLaVA class computes only the last positions' logits when asked (most `transformers` LMs do)."
+    below = cls.__mro__[cls.__mro__.index(LlavaMetaForCausalLM) + 1:]
+    lm = next(c for c in below if "forward" in vars(c))
+    return "logits_to_keep" in inspect.signature(lm.forward).parameters
+
 def _wants_outputs(config, kwargs) -> bool:
     return any(kwargs.get(k, getattr(config, k, False)) for k in ("output_attentions", "output_hidden_states"))
 
@@ -196,9 +205,11 @@ class LlavaMetaForCausalLM:
         return None, positions, new_mask, past_key_values, embeds, (new_labels if labels is not None else None)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
-                images=None, image_sizes=None, **kwargs):
-        "The LM's forward, with `images` (pixel values) spliced in where `input_ids` hold image slots."
+                images=None, image_sizes=None, logits_to_keep: int | torch.Tensor = 0, **kwargs):
+        """The LM's forward, with `images` (pixel values) spliced in where `input_ids` hold image slots.
+        `logits_to_keep` (declared so that `generate` passes 1) computes the vocabulary projection for the last positions only."""
         if _wants_outputs(self.config, kwargs): install_lm_output_hooks(self.get_model())
+        if _takes_logits_to_keep(type(self)): kwargs["logits_to_keep"] = logits_to_keep
         if inputs_embeds is None and images is not None and input_ids is not None and input_ids.shape[1] > 1:
             _, position_ids, attention_mask, _, inputs_embeds, labels = self.prepare_inputs_labels_for_multimodal(
                 input_ids, position_ids, attention_mask, None, labels, images, image_sizes)
