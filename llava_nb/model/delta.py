@@ -95,7 +95,7 @@ class CheckpointReader:
             self._handle(file)
 
 # %% ../../nbs/15_model.delta.ipynb #bf5abbba
-PROJECTOR_KEYS = ("mm_projector",)
+PROJECTOR_KEYS = ("mm_projector", "image_newline")  # what a LLaVA checkpoint adds to its LM (image_newline: LLaVA-1.6)
 GROWN_KEYS = ("model.embed_tokens.weight", "lm_head.weight")
 
 def check_pair(base: CheckpointReader, other: CheckpointReader, expected_base_vocab: int | None, what: str) -> None:

@@ -32,7 +32,7 @@ def extract_mm_projector(model_name_or_path: str | Path, output: str | Path) -> 
     reader = CheckpointReader(model_name_or_path)
     config_file = Path(model_name_or_path) / "config.json"
     use_start_end = json.loads(config_file.read_text()).get("mm_use_im_start_end", False) if config_file.exists() else False
-    keys = ["mm_projector"] + (["embed_tokens", "transformer.wte"] if use_start_end else [])
+    keys = ["mm_projector", "image_newline"] + (["embed_tokens", "transformer.wte"] if use_start_end else [])  # image_newline: LLaVA-1.6
     names = [k for k in reader.keys() if any(s in k for s in keys)]
     if not any("mm_projector" in k for k in names):
         raise ValueError(f"{model_name_or_path}: no mm_projector tensors (is this a LLaVA checkpoint? its tensors start {reader.keys()[:3]})")
