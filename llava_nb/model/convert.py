@@ -24,7 +24,7 @@ __all__ = ['convert', 'ConvertArguments', 'main']
 
 # %% ../../nbs/18_model.convert.ipynb #ea9c0845
 def convert(to: str, src: str | Path, out: str | Path, model_base: str | Path | None = None, overwrite: bool = False) -> Path:
-    "Convert `src` to llava-hf (`to='hf'`: LlavaNext for an 'anyres' model, Llava otherwise) or to the reference format (`to='llava'`), written to `out`."
+    "Convert `src` to llava-hf (`to='hf'`: LlavaNext for an anyres model) or to the reference format (`to='llava'`) in `out`."
     if to not in ("hf", "llava"): raise ValueError(f"--to {to!r}: expected 'hf' or 'llava'")
     from_hf = _hf_reader(src) if to == "llava" else None
     tmp = prepare_output(out, overwrite)

@@ -56,7 +56,7 @@ def _check_projector(cfg, target: str) -> None:
                          "so only 'mlp2x_gelu' models can be exported")
 
 def _with_hf_tokens(model, tokenizer, pad_to_multiple_of: int):
-    "Copies of `model` and `tokenizer` with `<image>` (and `<pad>`) added and the vocabulary padded, as the official converters do: `(model, tokenizer, vocab)`."
+    "Copies of `model` and `tokenizer` with `<image>` and `<pad>` added, the vocabulary padded: `(model, tokenizer, vocab)`."
     model, tokenizer = copy.deepcopy(model), copy.deepcopy(tokenizer)
     tokenizer.add_tokens([DEFAULT_IMAGE_TOKEN], special_tokens=True)
     if tokenizer.pad_token is None: tokenizer.add_special_tokens({"pad_token": "<pad>"})

@@ -37,6 +37,10 @@ def _check_next(cfg) -> None:
     if merge != "spatial_unpad":
         raise ValueError(f"mm_patch_merge_type {merge!r}: LlavaNextForConditionalGeneration only supports 'spatial_unpad' "
                          "(the tile grid unpadded, image_newline after each row), so this model cannot be exported")
+    feature = getattr(cfg, "mm_vision_select_feature", "patch")
+    if feature != "patch":
+        raise ValueError(f"mm_vision_select_feature {feature!r}: the tile grid is made of patch rows only "
+                         "('patch', vision_feature_select_strategy 'default'), as in the reference")
 
 def _mistral_chat_template() -> str:
     "The reference's `mistral_instruct` conversation as a chat template: `[INST] <image>\\n{text} [/INST] {answer} </s>`."
