@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlavaConfig
 
-from ..core import DEFAULT_IMAGE_TOKEN, default_device, default_dtype
+from ..core import DEFAULT_IMAGE_TOKEN, InputError, default_device, default_dtype, read_json
 from .llava import llava_class_for, resize_embeddings_mean
 from .projector import build_vision_projector
 from .vision_tower import CLIPVisionTower
@@ -22,11 +23,11 @@ from ..tiny import load_image_processor, save_clip_vision
 from ..tokenizer import load_tokenizer
 
 # %% auto #0
-__all__ = ['export_llava_hf', 'import_llava_hf', 'convert_llava_hf']
+__all__ = ['NOT_LM_KEYS', 'export_llava_hf', 'import_llava_hf', 'convert_llava_hf']
 
 # %% ../../nbs/08_model.hf_format.ipynb #ce615699
 def _llava_hf_state_dict(model) -> dict:
-    "The llava-hf key layout from a reference-layout LLaVA model."
+    "The llava-hf key layout (transformers 4.x's, which 5.x also reads) from a reference-layout LLaVA model."
     tower, state = model.get_vision_tower(), {}
     for k, v in tower.vision_tower.state_dict().items():  # CLIP's keys, with the `vision_model.` level 4.x needs
         state["vision_tower." + (k if k.startswith("vision_model.") else "vision_model." + k)] = v
@@ -35,7 +36,8 @@ def _llava_hf_state_dict(model) -> dict:
         state[f"multi_modal_projector.linear_{1 if index == '0' else 2}.{param}"] = v
     for k, v in model.state_dict().items():
         if k.startswith(("model.mm_projector.", "model.vision_tower.")): continue
-        state["language_model." + k] = v  # model.* -> language_model.model.*, lm_head -> language_model.lm_head
+        if k == "model.image_newline": state["image_newline"] = v  # LLaVA-1.6's row end sits beside the LM, not in it
+        else: state["language_model." + k] = v  # model.* -> language_model.model.*, lm_head -> language_model.lm_head
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 def _chat_template() -> str:
@@ -45,6 +47,40 @@ def _chat_template() -> str:
             "{% elif message['role'] == 'assistant' %}ASSISTANT: {% for c in message['content'] %}{{ c['text'] }}{% endfor %}</s>"
             "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 
+# %% ../../nbs/08_model.hf_format.ipynb #7d2b9e41
+NOT_LM_KEYS = ("use_mm_proj", "image_aspect_ratio", "image_grid_pinpoints", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "architectures")
+
+def _check_projector(cfg, target: str) -> None:
+    if getattr(cfg, "mm_projector_type", "linear") != "mlp2x_gelu":
+        raise ValueError(f"mm_projector_type {cfg.mm_projector_type!r}: {target} has a two-layer GELU projector (linear_1, linear_2), "
+                         "so only 'mlp2x_gelu' models can be exported")
+
+def _with_hf_tokens(model, tokenizer, pad_to_multiple_of: int):
+    "Copies of `model` and `tokenizer` with `<image>` and `<pad>` added, the vocabulary padded: `(model, tokenizer, vocab)`."
+    model, tokenizer = copy.deepcopy(model), copy.deepcopy(tokenizer)
+    tokenizer.add_tokens([DEFAULT_IMAGE_TOKEN], special_tokens=True)
+    if tokenizer.pad_token is None: tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    vocab = -(-len(tokenizer) // pad_to_multiple_of) * pad_to_multiple_of
+    resize_embeddings_mean(model, vocab)
+    return model, tokenizer, vocab
+
+def _text_config(cfg, vocab: int) -> dict:
+    "The LM's part of a reference config, as llava-hf's `text_config`."
+    text = {k: v for k, v in cfg.to_dict().items() if not k.startswith(("mm_", "im_", "tokenizer_", "llava_")) and k not in NOT_LM_KEYS}
+    text.update(model_type=type(cfg).model_type.removeprefix("llava_"), vocab_size=vocab)
+    return text
+
+def _feature_strategy(cfg) -> str:
+    "llava-hf's `vision_feature_select_strategy`: 'default' drops CLIP's CLS row (the reference's 'patch'), 'full' keeps it."
+    return "default" if cfg.mm_vision_select_feature == "patch" else "full"
+
+def _save_config(hf_config, architecture: str, out_dir: Path) -> None:
+    hf_config.architectures = [architecture]
+    hf_config.save_pretrained(out_dir)
+    config_json = json.loads((out_dir / "config.json").read_text())
+    config_json["image_token_index"] = config_json["image_token_id"] = hf_config.image_token_index  # 4.x reads the first, 5.x either
+    (out_dir / "config.json").write_text(json.dumps(config_json, indent=2))
+
 # %% ../../nbs/08_model.hf_format.ipynb #d3f92e06
 def export_llava_hf(model,  # a llava_nb LLaVA model (reference layout), with its vision tower loaded
                     tokenizer, image_processor,
@@ -53,30 +89,22 @@ def export_llava_hf(model,  # a llava_nb LLaVA model (reference layout), with it
                    ) -> Path:
     "Write `model` as a llava-hf folder that `LlavaForConditionalGeneration.from_pretrained` and `AutoProcessor` load."
     cfg = model.config
-    if getattr(cfg, "mm_projector_type", "linear") != "mlp2x_gelu":
-        raise ValueError(f"mm_projector_type {cfg.mm_projector_type!r}: llava-hf has a two-layer GELU projector (linear_1, linear_2), "
-                         "so only 'mlp2x_gelu' models can be exported")
+    _check_projector(cfg, "llava-hf")
+    merge = getattr(cfg, "mm_patch_merge_type", None) or "flat"
+    if getattr(cfg, "image_aspect_ratio", None) == "anyres" or "unpad" in merge:
+        raise ValueError(f"image_aspect_ratio {cfg.image_aspect_ratio!r}, mm_patch_merge_type {merge!r}: a LLaVA-1.6 model, and "
+                         "LlavaForConditionalGeneration has no tiles nor image_newline; export it with "
+                         "llava_nb.model.hf_next.export_llava_next (LlavaNextForConditionalGeneration)")
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = copy.deepcopy(model), copy.deepcopy(tokenizer)
-    tokenizer.add_tokens([DEFAULT_IMAGE_TOKEN], special_tokens=True)
-    if tokenizer.pad_token is None: tokenizer.add_special_tokens({"pad_token": "<pad>"})
-    vocab = -(-len(tokenizer) // pad_to_multiple_of) * pad_to_multiple_of
-    resize_embeddings_mean(model, vocab)
+    model, tokenizer, vocab = _with_hf_tokens(model, tokenizer, pad_to_multiple_of)
     tower = model.get_vision_tower()
-    text_config = {k: v for k, v in cfg.to_dict().items() if not k.startswith(("mm_", "im_", "tokenizer_", "llava_"))
-                   and k not in ("use_mm_proj", "image_aspect_ratio", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter", "architectures")}
-    text_config.update(model_type=type(cfg).model_type.removeprefix("llava_"), vocab_size=vocab)
-    hf_config = LlavaConfig(vision_config=tower.config.to_dict(), text_config=text_config,
+    hf_config = LlavaConfig(vision_config=tower.config.to_dict(), text_config=_text_config(cfg, vocab),
                             image_token_index=tokenizer.convert_tokens_to_ids(DEFAULT_IMAGE_TOKEN),
                             image_seq_length=tower.num_patches + (cfg.mm_vision_select_feature == "cls_patch"),
                             projector_hidden_act="gelu", vision_feature_layer=cfg.mm_vision_select_layer,
-                            vision_feature_select_strategy="default" if cfg.mm_vision_select_feature == "patch" else "full",
+                            vision_feature_select_strategy=_feature_strategy(cfg),
                             multimodal_projector_bias=True, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    hf_config.architectures = ["LlavaForConditionalGeneration"]
-    hf_config.save_pretrained(out_dir)
-    config_json = json.loads((out_dir / "config.json").read_text())
-    config_json["image_token_index"] = config_json["image_token_id"] = hf_config.image_token_index  # 4.x reads the first, 5.x either
-    (out_dir / "config.json").write_text(json.dumps(config_json, indent=2))
+    _save_config(hf_config, "LlavaForConditionalGeneration", out_dir)
     save_file(_llava_hf_state_dict(model), out_dir / "model.safetensors", metadata={"format": "pt"})
     _save_processor(tokenizer, image_processor, tower, cfg, out_dir)
     return out_dir
@@ -89,14 +117,15 @@ def _save_processor(tokenizer, image_processor, tower, cfg, out_dir: Path) -> No
         keys = ("size", "crop_size", "image_mean", "image_std", "do_center_crop", "do_resize", "do_normalize", "do_rescale", "rescale_factor")
         processor = LlavaImageProcessorPil(do_pad=True, **{k: getattr(image_processor, k) for k in keys if hasattr(image_processor, k)})
     LlavaProcessor(image_processor=processor, tokenizer=tokenizer, patch_size=tower.config.patch_size,
-                   vision_feature_select_strategy="default" if cfg.mm_vision_select_feature == "patch" else "full",
+                   vision_feature_select_strategy=_feature_strategy(cfg),
                    chat_template=_chat_template(), image_token=DEFAULT_IMAGE_TOKEN, num_additional_image_tokens=1).save_pretrained(out_dir)
 
 # %% ../../nbs/08_model.hf_format.ipynb #a1986b52
 _HF_PREFIXES = [  # (llava-hf prefix, reference-layout prefix), in the order they are tried
     ("model.language_model.", "model."), ("language_model.model.", "model."), ("language_model.lm_head.", "lm_head."),
     ("lm_head.", "lm_head."), ("model.multi_modal_projector.", "mm."), ("multi_modal_projector.", "mm."),
-    ("model.vision_tower.", "vision."), ("vision_tower.", "vision.")]
+    ("model.vision_tower.", "vision."), ("vision_tower.", "vision."),
+    ("model.image_newline", "model.image_newline"), ("image_newline", "model.image_newline")]  # LlavaNext (5.x, 4.x)
 
 def _read_llava_hf_weights(path: Path) -> dict:
     files = sorted(path.glob("*.safetensors"))
@@ -122,22 +151,34 @@ def _split_llava_hf(state: dict) -> tuple[dict, dict, dict]:
     return lm, projector, vision
 
 # %% ../../nbs/08_model.hf_format.ipynb #d4bf57fe
-def import_llava_hf(path: str | Path, device=None, dtype=None):
-    "Read a llava-hf folder into a llava_nb LLaVA model: returns `(tokenizer, model, image_processor, context_len)`."
-    path, device = Path(path), default_device(device)
+def _read_hf_config(path: Path, model_type: str) -> dict:
+    "A llava-hf folder's config.json, which must be of `model_type`."
+    file = path / "config.json"
+    if not file.is_file(): raise InputError(f"{path}: no config.json (is this a model folder?)")
+    hf = read_json(file, "model config (a JSON object)")
+    found = hf.get("model_type") if isinstance(hf, dict) else None
+    if found != model_type or "text_config" not in hf:
+        raise InputError(f"{file}: model_type {found!r}, expected {model_type!r} with a text_config "
+                         "(load_pretrained_model picks the right reader for either llava-hf kind)")
+    return hf
+
+def _llava_from_hf(path: Path, hf: dict, image_processor, device=None, dtype=None, **config_extra):
+    "A llava_nb model from a llava-hf folder's config and weights, its tower the CLIP inside: `(tokenizer, model, image_processor, context_len)`."
+    device = default_device(device)
     dtype = dtype or default_dtype(device)
-    hf = json.loads((path / "config.json").read_text())
     text, vision_cfg = dict(hf["text_config"]), CLIPVisionConfig.from_dict(hf["vision_config"])
-    lm_type = text.pop("model_type", "llama")
-    cls = llava_class_for(lm_type)
+    cls = llava_class_for(text.pop("model_type", "llama"))
     config = cls.config_class.from_dict(text)
     model = cls(config)  # no vision tower in the config yet: a plain LM with the mixin
-    lm, projector, vision = _split_llava_hf(_read_llava_hf_weights(path))
     strategy = hf.get("vision_feature_select_strategy", "default")
     config.mm_vision_tower, config.mm_hidden_size, config.use_mm_proj = str(path), vision_cfg.hidden_size, True
     config.mm_vision_select_layer, config.mm_vision_select_feature = hf.get("vision_feature_layer", -2), "patch" if strategy == "default" else "cls_patch"
     config.mm_projector_type, config.mm_use_im_start_end, config.mm_use_im_patch_token = "mlp2x_gelu", False, False
+    for key, value in config_extra.items(): setattr(config, key, value)
     model.model.mm_projector = build_vision_projector(config)
+    if "unpad" in (getattr(config, "mm_patch_merge_type", None) or ""):
+        model.model.image_newline = nn.Parameter(torch.empty(config.hidden_size))
+    lm, projector, vision = _split_llava_hf(_read_llava_hf_weights(path))
     missing, unexpected = model.load_state_dict({**lm, **{f"model.mm_projector.{k}": v for k, v in projector.items()}}, strict=False)
     if missing or unexpected: raise ValueError(f"{path}: llava-hf weights do not fit: missing {missing[:8]}, unexpected {unexpected[:8]}")
     clip = CLIPVisionModel(vision_cfg)
@@ -145,16 +186,21 @@ def import_llava_hf(path: str | Path, device=None, dtype=None):
     missing, unexpected = clip.load_state_dict(vision, strict=False)
     missing = [k for k in missing if "position_ids" not in k]
     if missing or unexpected: raise ValueError(f"{path}: llava-hf vision weights do not fit CLIP: missing {missing[:8]}, unexpected {unexpected[:8]}")
-    image_processor = load_image_processor(path)
-    config.image_aspect_ratio = "pad" if getattr(image_processor, "do_pad", False) else "square"
     model.model.vision_tower = CLIPVisionTower.from_model(clip, image_processor, str(path), config.mm_vision_select_layer, config.mm_vision_select_feature)
     tokenizer = load_tokenizer(path)
     model.to(device=device, dtype=dtype).eval()
     return tokenizer, model, image_processor, min(2048, getattr(config, "max_position_embeddings", 2048))
 
-def convert_llava_hf(path: str | Path, out_dir: str | Path) -> Path:
-    "Convert a llava-hf folder to a reference-format checkpoint in `out_dir` (its CLIP in `out_dir/vision_tower`)."
-    tokenizer, model, image_processor, _ = import_llava_hf(path, device="cpu", dtype=torch.float32)
+def import_llava_hf(path: str | Path, device=None, dtype=None):
+    "Read a llava-hf folder into a llava_nb LLaVA model: returns `(tokenizer, model, image_processor, context_len)`."
+    path = Path(path)
+    hf = _read_hf_config(path, "llava")
+    image_processor = load_image_processor(path)
+    aspect = "pad" if getattr(image_processor, "do_pad", False) else "square"
+    return _llava_from_hf(path, hf, image_processor, device, dtype, image_aspect_ratio=aspect)
+
+def _write_reference(tokenizer, model, image_processor, out_dir: str | Path) -> Path:
+    "Save an imported model as a reference-format checkpoint in `out_dir`, its CLIP in `out_dir/vision_tower`."
     out_dir = Path(out_dir); tower_dir = out_dir / "vision_tower"
     tower = model.get_vision_tower()
     save_clip_vision(tower.vision_tower, tower_dir)
@@ -162,3 +208,8 @@ def convert_llava_hf(path: str | Path, out_dir: str | Path) -> Path:
     model.config.mm_vision_tower = str(tower_dir.resolve())
     model.save_pretrained(out_dir); tokenizer.save_pretrained(out_dir)
     return out_dir
+
+def convert_llava_hf(path: str | Path, out_dir: str | Path) -> Path:
+    "Convert a llava-hf folder to a reference-format checkpoint in `out_dir` (its CLIP in `out_dir/vision_tower`)."
+    tokenizer, model, image_processor, _ = import_llava_hf(path, device="cpu", dtype=torch.float32)
+    return _write_reference(tokenizer, model, image_processor, out_dir)
