@@ -159,7 +159,7 @@ class BatchEngine:
     def __init__(self, tokenizer, model, image_processor=None,
                  context_len: int = 2048,  # the model's context (prompt + image features + output)
                  max_batch_size: int = 8,  # rows decoded together (the worker's --limit-model-concurrency)
-                 feature_cache_size: int = 64,  # image features kept (by image bytes)
+                 feature_cache_size: int = 64,  # images whose features are kept (keyed by the image bytes and size)
                  max_new_tokens_limit: int = 1024,  # the reference's cap on max_new_tokens
                  model_name: str = "model"):
         self.tokenizer, self.model, self.image_processor, self.context_len = tokenizer, model, image_processor, context_len
