@@ -1,6 +1,6 @@
 """Serving across the two implementations, as processes on loopback: llava_nb's controller, OpenAI API and web UI client in
 front of the reference's own model worker (llava-torch 1.2.2.post1, `--device cpu`), and the reference's controller and `test_message.py`
-in front of llava_nb's model worker."""
+in front of llava_nb's model worker; and both workers behind one controller on a LLaVA-1.6 checkpoint."""
 import base64
 import io
 import shutil
@@ -12,7 +12,7 @@ import pytest
 
 from llava_nb.reference import REFERENCE_PYTHON, reference_env
 
-from llava_nb.serve.controller import free_port, start_server, stop_server
+from llava_nb.serve.controller import free_port, iter_chunks, start_server, stop_server
 from llava_nb.testing import example_image, make_tiny_checkpoints
 
 HOST = "127.0.0.1"
@@ -94,5 +94,46 @@ def test_reference_controller_and_test_message_in_front_of_a_llava_nb_worker(mod
         assert f"worker_addr: http://{HOST}:{wport}" in proc.stdout and "Models: ['llava-tiny']" in proc.stdout, proc.stdout
         prompt, _, answer = proc.stdout.partition("words.\n")  # it prints the prompt a word a line (its sep is ' '), then the answer
         assert "Tell" in prompt and answer.strip(), proc.stdout
+    finally:
+        for proc in reversed(servers): stop_server(proc)
+
+
+# The reference's worker casts pixels to torch.float16 and its builder loads the model in float16; on CPU it runs, but answers
+# differ from llava_nb's float32 ones. In its process torch.float16 is read as float32 (as `reference_side.fp32_builder` does for
+# the builder alone: here the worker's own casts need it too, or its CLIP tower hands half features to a float32 projector).
+REFERENCE_WORKER_FP32 = ("import runpy, torch; torch.float16 = torch.float32; "
+                         "runpy.run_module('llava.serve.model_worker', run_name='__main__', alter_sys=True)")
+
+
+def test_reference_worker_and_llava_nb_worker_answer_alike_on_a_llava_1_6_checkpoint(tmp_path):
+    "The reference's worker and llava_nb's serve one tiny LLaVA-1.6 checkpoint behind one controller: images of four shapes, the same greedy answers."
+    cks = make_tiny_checkpoints(tmp_path / "tiny", formats=("v1_6",))
+    model_dir = shutil.copytree(cks.paths["v1_6"], tmp_path / "llava-v1.6-tiny")  # 'llava' in the name: the reference's worker takes images
+    cport, rport, nport = free_port(), free_port(), free_port()
+    controller = f"http://{HOST}:{cport}"
+    servers = [start_server(["-m", "llava_nb.serve.controller", "--host", HOST, "--port", str(cport)], f"{controller}/list_models",
+                            log_path=tmp_path / "controller.log")]
+    try:
+        servers.append(start_reference(["-c", REFERENCE_WORKER_FP32, "--host", HOST, "--port", rport, "--worker-address", f"http://{HOST}:{rport}",
+                                        "--controller-address", controller, "--model-path", model_dir, "--device", "cpu"],
+                                       f"http://{HOST}:{rport}/worker_get_status", tmp_path / "reference_worker.log"))
+        servers.append(start_server(["-m", "llava_nb.serve.model_worker", "--host", HOST, "--port", str(nport), "--controller", controller,
+                                     "--model-path", str(model_dir), "--model-name", "llava-v1.6-tiny-nb", "--device", "cpu"],
+                                    f"http://{HOST}:{nport}/worker_get_status", log_path=tmp_path / "worker.log"))
+        wait_for_model(controller, "llava-v1.6-tiny")
+        wait_for_model(controller, "llava-v1.6-tiny-nb")
+        prompt = "USER: <image>\nWhat colour is the circle? ASSISTANT:"
+        answers = {}
+        for size in [(90, 40), (40, 90), (48, 48), (200, 30)]:  # 3 x 1, 1 x 3 and 2 x 2 tiles, and a strip cut to few rows
+            buf = io.BytesIO()
+            example_image(*size).save(buf, format="PNG")
+            body = {"prompt": prompt, "images": [base64.b64encode(buf.getvalue()).decode()], "temperature": 0, "max_new_tokens": 8, "stop": "</s>"}
+            for name in ("llava-v1.6-tiny", "llava-v1.6-tiny-nb"):
+                r = httpx.post(f"{controller}/worker_generate_stream", json={**body, "model": name}, timeout=120)
+                last = list(iter_chunks([r.content]))[-1]
+                assert last["error_code"] == 0 and last["text"].startswith(prompt), (name, last, open(tmp_path / "reference_worker.log").read()[-2000:])
+                answers[size, name] = last["text"][len(prompt):]
+            assert answers[size, "llava-v1.6-tiny"] == answers[size, "llava-v1.6-tiny-nb"], (size, answers)
+        assert len({a for a in answers.values()}) > 1, answers  # the image's shape changes the answer
     finally:
         for proc in reversed(servers): stop_server(proc)

@@ -32,6 +32,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ArgumentParser, ImageLoadError, MAX_IMAGE_PIXELS, TooManyPixels, load_image, user_errors
 from ..mm_utils import expand_image_tokens_2023, get_model_name_from_path, process_images, tokenizer_image_token
+from ..model.anyres import image_feature_rows
 from ..model.llava import image_slots, pad_spliced, splice_sequence
 from .controller import (ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, encode_chunk, error_chunk, logger, stream_refusal)
 from .edge import BadRequest, Limits, StopMatcher, bearer, check_generate_params, check_key, read_body, read_json, run_server
@@ -158,7 +159,7 @@ class BatchEngine:
     def __init__(self, tokenizer, model, image_processor=None,
                  context_len: int = 2048,  # the model's context (prompt + image features + output)
                  max_batch_size: int = 8,  # rows decoded together (the worker's --limit-model-concurrency)
-                 feature_cache_size: int = 64,  # image features kept (by image bytes)
+                 feature_cache_size: int = 64,  # images whose features are kept (keyed by the image bytes and size)
                  max_new_tokens_limit: int = 1024,  # the reference's cap on max_new_tokens
                  model_name: str = "model"):
         self.tokenizer, self.model, self.image_processor, self.context_len = tokenizer, model, image_processor, context_len
@@ -212,27 +213,34 @@ class BatchEngine:
             prompt = prompt.replace(DEFAULT_IMAGE_TOKEN, DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN)
         return tokenizer_image_token(prompt, self.tokenizer, return_tensors="pt")
 
-    def image_features(self, images: Sequence, keys: Sequence) -> list[torch.Tensor]:
-        "Projected features per image, from the cache when the same image was seen before."
+    def image_features(self, images: Sequence[Image.Image], keys: Sequence) -> list[torch.Tensor]:
+        """Each image's rows for the LM, (rows, D), from the cache when the same image was seen before.
+        A 1.6 (anyres) image is cut into its squares and merged at its own size, as the model's `forward` does it."""
         out, todo = [None] * len(images), []
+        keys = [(key, tuple(image.size)) for key, image in zip(keys, images, strict=True)]  # a 1.6 image's rows depend on its size
         for i, key in enumerate(keys):
             if key in self.features:
                 self.features.move_to_end(key); out[i] = self.features[key]; self.stats["feature_cache_hits"] += 1
             else: todo.append(i)
         if todo:
             self.stats["feature_cache_misses"] += len(todo)
-            pixels = process_images([images[i] for i in todo], self.image_processor, self.model.config)
+            fresh = [images[i] for i in todo]
+            pixels = process_images(fresh, self.image_processor, self.model.config)  # (M, 3, H, W), or per image (1 + tiles, 3, H, W)
             pixels = [p.to(self.device, self.model.dtype) for p in pixels]
-            feats = self.model.encode_images(torch.stack(pixels)) if all(p.shape == pixels[0].shape for p in pixels) \
-                else [self.model.encode_images(p[None])[0] for p in pixels]
+            feats = self.model.image_features(pixels, [image.size for image in fresh])  # M x (rows, D), one tower call when shapes allow
             for i, f in zip(todo, feats):
                 out[i] = f
                 self.features[keys[i]] = f
                 while len(self.features) > self.feature_cache_size: self.features.popitem(last=False)
         return out
 
-    def embed(self, req: GenerationRequest) -> torch.Tensor:
-        "The request's input embeddings (T, D) with image features spliced in; raises `RequestError` naming what is wrong."
+    def image_rows(self, image: Image.Image) -> int:
+        "Rows `image` takes in the LM's sequence, counted without running the tower (a 1.6 image: its base square and its unpadded tiles)."
+        tower = self.model.get_vision_tower()
+        return image_feature_rows(self.model.config, image.size, tower.num_patches_per_side, tower.config.image_size)
+
+    def prepare(self, req: GenerationRequest) -> tuple[torch.Tensor, list[Image.Image]]:
+        "The request's prompt ids (with image slots) and its images, loaded; raises `RequestError` naming what is wrong."
         n_slots = req.prompt.count(DEFAULT_IMAGE_TOKEN)
         if len(req.images) != n_slots:
             raise RequestError(f"the prompt has {n_slots} <image> placeholder(s) but {len(req.images)} image(s) were sent: "
@@ -240,10 +248,19 @@ class BatchEngine:
         if req.images and not self.has_vision:
             raise RequestError(f"model {self.model_name!r} is a text-only model (no vision tower): it takes no images")
         ids = self.tokenize(req.prompt).to(self.device)
-        embeds = self.model.get_input_embeddings()(ids.clamp(min=0))
-        if not req.images: return embeds
         images = [load_image(im, name=f"image #{i}", allow_local=False, allow_remote=False) for i, im in enumerate(req.images)]
-        keys = req.image_keys or [hashlib.sha1(im.tobytes() + repr(im.size).encode()).hexdigest() for im in images]
+        return ids, images
+
+    def sequence_length(self, ids: torch.Tensor, images: Sequence[Image.Image]) -> int:
+        "Positions the prompt takes once its images are spliced in, each with its real rows (`image_rows`)."
+        if self.is_2023: return len(ids)  # the <im_patch> runs already stand for the image rows
+        return len(ids) - len(images) + sum(self.image_rows(image) for image in images)  # each image slot becomes the image's rows
+
+    def embed(self, ids: torch.Tensor, images: Sequence[Image.Image], keys: Sequence | None = None) -> torch.Tensor:
+        "The prompt's input embeddings (T, D), image features spliced in (`keys`: the images' cache keys, default a hash of their pixels)."
+        embeds = self.model.get_input_embeddings()(ids.clamp(min=0))
+        if not images: return embeds
+        keys = keys or [hashlib.sha1(im.tobytes() + repr(im.size).encode()).hexdigest() for im in images]
         feats = self.image_features(images, keys)
         slots = image_slots(ids, getattr(self.model.config, "im_patch_token", None))
         spliced, _ = splice_sequence(embeds, torch.full_like(ids, IGNORE_INDEX), slots, feats)
@@ -313,35 +330,43 @@ class BatchEngine:
                 keep.append(False)
         return keep
 
-    def _prefill(self, reqs: list[GenerationRequest]):
-        "Run newcomers' prompts through the model: returns (rows, cache, mask) of those that go on decoding."
-        rows, embeds = [], []
-        for req in reqs:
-            row = _Row(req, budget=0, position=0)
-            if req.cancelled: self._finish(row, "cancelled"); continue
-            try: self._check(req)
-            except Exception as ex:  # NaN temperature, top_k of 10**30, a stop that is not a string: this request alone fails
-                kind = "context_length" if isinstance(ex, PromptTooLong) else "invalid_request"
-                self._finish(row, "error", error=f"model worker ({self.model_name}): bad request: {ex}", error_type=kind); continue
-            try: e = self.embed(req)
-            except (RequestError, ImageLoadError, ValueError) as ex:
-                self._finish(row, "error", error=f"model worker ({self.model_name}): {ex}"); continue
-            except Exception as ex:  # e.g. the vision tower failing on this image: only this request fails
-                logger.exception("preparing a request failed")
-                self._finish(row, "error", error=f"model worker ({self.model_name}) could not prepare the request: {type(ex).__name__}: {ex}",
-                             error_type="server_error"); continue
-            row.matcher = StopMatcher(req.stop)
-            req.prompt_tokens = int(e.shape[0])
-            if int(req.max_new_tokens) < 1: self._finish(row, "length", text=""); continue
+    def _admit(self, req: GenerationRequest) -> tuple[_Row, torch.Tensor] | None:
+        "Check one newcomer and embed its prompt: its row and embeddings (T, D), or None when it ended here (told why)."
+        row = _Row(req, budget=0, position=0)
+        if req.cancelled: self._finish(row, "cancelled"); return None
+        try: self._check(req)
+        except Exception as ex:  # NaN temperature, top_k of 10**30, a stop that is not a string: this request alone fails
+            kind = "context_length" if isinstance(ex, PromptTooLong) else "invalid_request"
+            self._finish(row, "error", error=f"model worker ({self.model_name}): bad request: {ex}", error_type=kind); return None
+        try:
+            ids, images = self.prepare(req)
+            req.prompt_tokens = self.sequence_length(ids, images)  # counted before the tower runs: a prompt with no room costs no encoding
             row.budget = min(int(req.max_new_tokens), self.max_new_tokens_limit, self.context_len - req.prompt_tokens)
+            if int(req.max_new_tokens) < 1: self._finish(row, "length", text=""); return None
             if row.budget < 1:
                 self._finish(row, "context_length", text=f"Exceeds max token length: the prompt takes {req.prompt_tokens} tokens "
                              f"(image features included) of the model's context of {self.context_len}, leaving none to answer. "
                              "Please start a new conversation, thanks.")
-                continue
-            row.position = int(e.shape[0]) - 1  # the last prompt position: `_step_rows` moves it on, so the first new token goes at e.shape[0]
-            rows.append(row); embeds.append(e)
-        if not rows: return [], None, None
+                return None
+            e = self.embed(ids, images, req.image_keys)
+        except (RequestError, ImageLoadError, ValueError) as ex:
+            self._finish(row, "error", error=f"model worker ({self.model_name}): {ex}"); return None
+        except Exception as ex:  # e.g. the vision tower failing on this image: only this request fails
+            logger.exception("preparing a request failed")
+            self._finish(row, "error", error=f"model worker ({self.model_name}) could not prepare the request: {type(ex).__name__}: {ex}",
+                         error_type="server_error"); return None
+        if e.shape[0] != req.prompt_tokens:  # the count and the splice disagree: a bug, which would put the budget off
+            self._finish(row, "error", error=f"model worker ({self.model_name}): the prompt was counted as {req.prompt_tokens} positions "
+                         f"but its embeddings hold {e.shape[0]}", error_type="server_error"); return None
+        row.matcher = StopMatcher(req.stop)
+        row.position = req.prompt_tokens - 1  # the last prompt position: `_step_rows` moves it on, so the first new token goes after it
+        return row, e
+
+    def _prefill(self, reqs: list[GenerationRequest]):
+        "Run newcomers' prompts through the model: returns (rows, cache, mask) of those that go on decoding."
+        admitted = [a for a in map(self._admit, reqs) if a is not None]
+        if not admitted: return [], None, None
+        rows, embeds = [r for r, _ in admitted], [e for _, e in admitted]
         self.stats["prefills"] += 1
         x, mask, positions, _ = pad_spliced(embeds, [torch.zeros(e.shape[0], dtype=torch.long, device=self.device) for e in embeds], "left")
         cache = DynamicCache(config=self.model.config)
