@@ -223,8 +223,7 @@ class BatchEngine:
             self.stats["feature_cache_misses"] += len(todo)
             pixels = process_images([images[i] for i in todo], self.image_processor, self.model.config)
             pixels = [p.to(self.device, self.model.dtype) for p in pixels]
-            feats = self.model.encode_images(torch.stack(pixels)) if all(p.shape == pixels[0].shape for p in pixels) \
-                else [self.model.encode_images(p[None])[0] for p in pixels]
+            feats = self.model.image_features(pixels, [images[i].size for i in todo])  # one tower call; 1.6: tiles merged per image size
             for i, f in zip(todo, feats):
                 out[i] = f
                 self.features[keys[i]] = f
