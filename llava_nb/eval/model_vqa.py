@@ -87,10 +87,13 @@ def generate_batch(model, tokenizer, image_processor,
     "Answers for a batch of prompts (left padding, per-sequence stopping), stripped like the reference's."
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
     ids, mask = left_pad([encode_prompt(p, tokenizer, model) for p in prompts], pad)
-    pixels = process_images(images, image_processor, model.config).to(model.device, model.dtype) if images else None
+    pixels = process_images(images, image_processor, model.config) if images else None  # 1.6: a list when tile counts differ
+    if isinstance(pixels, list): pixels = [p.to(model.device, model.dtype) for p in pixels]
+    elif pixels is not None: pixels = pixels.to(model.device, model.dtype)
+    sizes = [image.size for image in images] if images else None  # (width, height): where 1.6 cuts the tiles' padding
     stops = [KeywordsStoppingCriteria([stop_str], tokenizer)] if stop_str and stop_str != tokenizer.eos_token else None
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-    out = model.generate(ids.to(model.device), images=pixels, attention_mask=mask.to(model.device), num_beams=num_beams,
+    out = model.generate(ids.to(model.device), images=pixels, image_sizes=sizes, attention_mask=mask.to(model.device), num_beams=num_beams,
                          max_new_tokens=max_new_tokens, stopping_criteria=stops, pad_token_id=pad,
                          eos_token_id=tokenizer.eos_token_id, use_cache=True, **sampling)
     texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
