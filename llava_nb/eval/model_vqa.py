@@ -22,8 +22,8 @@ from ..mm_utils import (KeywordsStoppingCriteria, expand_image_tokens_2023, get_
                                tokenizer_image_token)
 
 # %% auto #0
-__all__ = ['ALL_TEMPLATES', 'is_2023_model', 'get_template', 'stop_string', 'build_prompt', 'encode_prompt', 'left_pad',
-           'generate_batch', 'placeholder_image', 'load_question_image', 'answer_row', 'check_unique_ids',
+__all__ = ['ALL_TEMPLATES', 'is_2023_model', 'get_template', 'stop_string', 'build_prompt', 'encode_prompt', 'images_for_model',
+           'left_pad', 'generate_batch', 'placeholder_image', 'load_question_image', 'answer_row', 'check_unique_ids',
            'answer_questions', 'vqa_arg_parser', 'load_model_for_eval', 'gen_kwargs', 'read_questions',
            'check_answers_file', 'main']
 
@@ -69,6 +69,15 @@ def encode_prompt(prompt: str, tokenizer, model) -> torch.Tensor:
         return tokenizer(text, return_tensors="pt").input_ids[0]
     return tokenizer_image_token(prompt, tokenizer, return_tensors="pt")
 
+def images_for_model(images: list[Image.Image] | None,  # PIL images, in prompt order
+                     image_processor, model) -> tuple:
+    "`(images, image_sizes)` as `model.generate` and `forward` take them: pixel values on the model's device and dtype, and each image's (width, height)."
+    if not images: return None, None
+    pixels = process_images(images, image_processor, model.config)  # 1.6: (1 + tiles, 3, H, W) per image; a list when tile counts differ
+    if isinstance(pixels, list): pixels = [p.to(model.device, model.dtype) for p in pixels]
+    else: pixels = pixels.to(model.device, model.dtype)
+    return pixels, [image.size for image in images]  # sizes: where a 1.6 model cuts the tiles' padding away
+
 def left_pad(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Stack 1-D id tensors into (B, T) ids and attention mask, padded on the left."
     width = max(len(s) for s in seqs)
@@ -87,10 +96,10 @@ def generate_batch(model, tokenizer, image_processor,
     "Answers for a batch of prompts (left padding, per-sequence stopping), stripped like the reference's."
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
     ids, mask = left_pad([encode_prompt(p, tokenizer, model) for p in prompts], pad)
-    pixels = process_images(images, image_processor, model.config).to(model.device, model.dtype) if images else None
+    pixels, sizes = images_for_model(images, image_processor, model)
     stops = [KeywordsStoppingCriteria([stop_str], tokenizer)] if stop_str and stop_str != tokenizer.eos_token else None
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-    out = model.generate(ids.to(model.device), images=pixels, attention_mask=mask.to(model.device), num_beams=num_beams,
+    out = model.generate(ids.to(model.device), images=pixels, image_sizes=sizes, attention_mask=mask.to(model.device), num_beams=num_beams,
                          max_new_tokens=max_new_tokens, stopping_criteria=stops, pad_token_id=pad,
                          eos_token_id=tokenizer.eos_token_id, use_cache=True, **sampling)
     texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]

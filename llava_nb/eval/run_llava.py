@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 from PIL import Image
 
-from ..conversation import conv_template_for_model, conv_templates, get_conv_template, stop_string
+from ..conversation import conv_templates, get_conv_template, stop_string
 from ..core import (ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, load_image,
                            number_arg, user_errors)
 from ..mm_utils import get_model_name_from_path
@@ -27,10 +26,14 @@ __all__ = ['IMAGE_PLACEHOLDER', 'default_conv_mode', 'build_prompt', 'LlavaModel
 IMAGE_PLACEHOLDER = "<image-placeholder>"  # the reference's marker for where images go in a query
 
 def default_conv_mode(model_name: str) -> str:
-    "The template the reference picks for a model name (quietly)."
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return conv_template_for_model(model_name)
+    "The template the reference's `run_llava.py` (and `serve/cli.py`) picks for a model name: the first of its rules that matches."
+    name = model_name.lower()
+    if "llama-2" in name: return "llava_llama_2"
+    if "mistral" in name: return "mistral_instruct"  # LLaVA-1.6 Mistral
+    if "v1.6-34b" in name: return "chatml_direct"  # LLaVA-1.6 34B (Nous-Hermes-2-Yi)
+    if "v1" in name: return "llava_v1"
+    if "mpt" in name: return "mpt"
+    return "llava_v0"
 
 def build_prompt(query: str,  # the user's question
                  n_images: int,  # images sent with it

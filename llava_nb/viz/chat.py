@@ -19,7 +19,8 @@ from transformers import TextIteratorStreamer
 
 from ..conversation import Conversation, get_conv_template, stop_string
 from ..core import DEFAULT_IMAGE_TOKEN, image_to_base64, load_image
-from ..mm_utils import KeywordsStoppingCriteria, process_images, tokenizer_image_token
+from ..eval.model_vqa import images_for_model
+from ..mm_utils import KeywordsStoppingCriteria, tokenizer_image_token
 from ..serve.controller import iter_chunks
 
 # %% auto #0
@@ -28,8 +29,6 @@ __all__ = ['ChatError', 'LocalBackend', 'cut_at_stop', 'RemoteBackend', 'render_
 # %% ../../nbs/52_viz.chat.ipynb #cd03ce23
 class ChatError(RuntimeError):
     "A chat turn failed; the message says where (backend, address) and why."
-
-
 
 # %% ../../nbs/52_viz.chat.ipynb #436a55ad
 class LocalBackend:
@@ -43,9 +42,9 @@ class LocalBackend:
         if prompt.count(DEFAULT_IMAGE_TOKEN) != len(images):
             raise ChatError(f"{self.name}: the prompt has {prompt.count(DEFAULT_IMAGE_TOKEN)} <image> placeholders but {len(images)} images were given")
         ids = tokenizer_image_token(prompt, self.tokenizer, return_tensors="pt")[None].to(self.model.device)
-        pixels = process_images(images, self.image_processor, self.model.config).to(self.model.device, self.model.dtype) if images else None
+        pixels, sizes = images_for_model(images, self.image_processor, self.model)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        kwargs = dict(images=pixels, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+        kwargs = dict(images=pixels, image_sizes=sizes, streamer=streamer, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                       stopping_criteria=[KeywordsStoppingCriteria([stop] if stop else [], self.tokenizer, ids)],
                       pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id)
         if temperature > 0: kwargs |= dict(temperature=temperature, top_p=top_p)
