@@ -217,3 +217,28 @@ def test_lightning_exit_status(tmp_path):
     proc = run(BIN / "llava_lightning", "v1", "--run", "--nproc", 1, "--model", tmp_path / "no_such_lm", "--out", tmp_path / "ck")
     assert proc.returncode != 0 and "this step failed" in proc.stderr, proc.stderr[-2000:]
     assert run(BIN / "llava_lightning", "v9").returncode == 2
+
+
+def test_train_anyres_exit_status(tiny, tmp_path):
+    "llava_train with the LLaVA-1.6 flags (the reference's string form of the pinpoints): 2 steps exit 0 and the config records them; a cap that leaves no pinpoint exits 2 naming the flag."
+    from llava_nb.testing import example_image
+    (tmp_path / "images").mkdir()
+    records = []
+    for k, (w, h) in enumerate([(90, 40), (40, 90), (48, 48), (64, 32)]):
+        example_image(w, h).save(tmp_path / "images" / f"{k}.png")
+        records.append({"id": str(k), "image": f"{k}.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour is the circle?"},
+                                                                             {"from": "gpt", "value": "Red."}]})
+    (tmp_path / "data.json").write_text(json.dumps(records))
+    command = ["--model_name_or_path", tiny.paths["base_lm"], "--vision_tower", tiny.paths["clip"], "--version", "v1",
+               "--data_path", tmp_path / "data.json", "--image_folder", tmp_path / "images", "--mm_projector_type", "mlp2x_gelu",
+               "--mm_use_im_patch_token", "False", "--image_aspect_ratio", "anyres", "--mm_patch_merge_type", "spatial_unpad",
+               "--image_grid_pinpoints", "[(64, 32), (32, 64), (64, 64)]", "--per_device_train_batch_size", 2, "--max_steps", 2,
+               "--report_to", "none", "--output_dir", tmp_path / "out"]
+    proc = run(BIN / "llava_train", *command)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["image_aspect_ratio"], config["mm_patch_merge_type"], config["image_grid_pinpoints"]) == \
+        ("anyres", "spatial_unpad", [[64, 32], [32, 64], [64, 64]])
+    proc = run(BIN / "llava_train", *command[:-1], tmp_path / "capped", "--image_max_tiles", 1)
+    assert proc.returncode == 2 and "error: --image_max_tiles 1 leaves no pinpoint" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "capped").exists()

@@ -8,22 +8,25 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from fastcore.basics import patch
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..core import IGNORE_INDEX, ImageLoadError, load_image
 from .preprocess import PreprocessConfig, TokenizationMismatch, preprocess
 from .schema import LlavaRecords, load_llava_records
 from ..mm_utils import process_images
+from ..model.anyres import image_feature_rows
 
 # %% auto #0
-__all__ = ['LazySupervisedDataset', 'DataCollatorForSupervisedDataset', 'split_to_even_chunks', 'length_grouped_indices',
-           'modality_length_grouped_indices', 'LengthGroupedSampler']
+__all__ = ['LazySupervisedDataset', 'DataCollatorForSupervisedDataset', 'image_rows_for', 'image_file_size',
+           'split_to_even_chunks', 'length_grouped_indices', 'modality_length_grouped_indices', 'LengthGroupedSampler']
 
 # %% ../../nbs/12_data.dataset.ipynb #652c9bc7
 class LazySupervisedDataset(Dataset):
@@ -32,29 +35,38 @@ class LazySupervisedDataset(Dataset):
                  tokenizer, cfg: PreprocessConfig,
                  image_folder: str | Path | None = None,  # where the records' relative image paths start
                  image_processor=None,  # the vision tower's CLIP processor
-                 image_aspect_ratio: str = "square",  # 'square' (crop) or 'pad'
+                 image_aspect_ratio="square",  # 'square' (crop), 'pad', or a model config (its image_aspect_ratio; 'anyres' tiles)
                  is_multimodal: bool = True,  # give text-only samples a zero image
                  on_error: str = "raise",  # bad records, mismatches, unreadable images: 'raise' or 'skip' (counted)
                  verify_images: bool = True,  # check that every image file exists, up front
+                 image_rows: Callable | None = None,  # (width, height) -> rows in the LM's sequence (`image_rows_for(model)`)
                 ):
         self.records = data if isinstance(data, LlavaRecords) else load_llava_records(data, on_error=on_error)
         self.tokenizer, self.cfg, self.image_processor = tokenizer, cfg, image_processor
         self.image_folder = Path(image_folder) if image_folder is not None else None
         self.image_aspect_ratio, self.is_multimodal, self.on_error = image_aspect_ratio, is_multimodal, on_error
+        self.image_rows = image_rows
         self.stats = Counter(records=len(self.records), bad_records=self.records.skipped)
         if verify_images and self.image_folder is not None: self._verify_images()
 
     def __len__(self) -> int: return len(self.records)
 
     @property
+    def anyres(self) -> bool:
+        "Whether images are tiled (LLaVA-1.6): items then carry each image's squares and `image_sizes`."
+        return getattr(self.image_aspect_ratio, "image_aspect_ratio", self.image_aspect_ratio) == "anyres"
+
+    @property
     def lengths(self) -> list[int]:
-        "The reference's `lengths`: words, plus 128 for an image."
-        return [abs(int(l)) + (128 if l > 0 else 0) for l in self.records.lengths]
+        "The reference's `lengths`: words, plus each image's rows (the reference's flat 128 without `image_rows`)."
+        if self.image_rows is None: return [abs(int(l)) + (128 if l > 0 else 0) for l in self.records.lengths]
+        return [abs(int(l)) + (self.sample_image_rows(i) if l > 0 else 0) for i, l in enumerate(self.records.lengths)]
 
     @property
     def modality_lengths(self) -> list[int]:
-        "The reference's `modality_lengths`: words, positive with an image, negative without (for `group_by_modality_length`)."
-        return [int(l) for l in self.records.lengths]
+        "The reference's `modality_lengths` (for `group_by_modality_length`): words (plus image rows, with `image_rows`), positive with an image, negative without."
+        if self.image_rows is None: return [int(l) for l in self.records.lengths]
+        return [int(l) + (self.sample_image_rows(i) if l > 0 else 0) for i, l in enumerate(self.records.lengths)]
 
 # %% ../../nbs/12_data.dataset.ipynb #c77a8865
 def _image_paths(rec: dict) -> list[str]:
@@ -72,17 +84,25 @@ def _verify_images(self: LazySupervisedDataset) -> None:
     if missing: warnings.warn(f"{len(missing)} image file(s) missing under {self.image_folder}: those samples will be skipped")
 
 @patch
-def _load_pixels(self: LazySupervisedDataset, rec: dict) -> torch.Tensor | None:
-    "(3, H, W) pixels for a record's image ((k, 3, H, W) for several), a zero image for a text-only sample of a multimodal model."
+def _load_images(self: LazySupervisedDataset, rec: dict) -> list[Image.Image]:
+    "A record's images, decoded (RGB, EXIF rotation applied)."
     paths = _image_paths(rec)
-    if not paths:
-        if not self.is_multimodal or self.image_processor is None: return None
+    if paths and self.image_folder is None: raise ValueError(f"record {rec.get('id')!r} has an image but the dataset has no image_folder")
+    return [load_image(self.image_folder / p, name=f"record {rec.get('id')!r} image {p}") for p in paths]
+
+@patch
+def _pixels(self: LazySupervisedDataset, images: list[Image.Image]) -> dict:
+    """An item's image entries. `image`: (3, H, W), or (k, 3, H, W) for k images; anyres: a list of (1 + tiles, 3, H, W), one per
+    image, and `image_sizes`, their (width, height). A text-only sample of a multimodal model gets a zero image."""
+    if not images:
+        if not self.is_multimodal or self.image_processor is None: return {"image": None}
         crop = self.image_processor.crop_size
-        return torch.zeros(3, crop["height"], crop["width"])
-    if self.image_folder is None: raise ValueError(f"record {rec.get('id')!r} has an image but the dataset has no image_folder")
-    images = [load_image(self.image_folder / p, name=f"record {rec.get('id')!r} image {p}") for p in paths]
-    pixels = process_images(images, self.image_processor, self.image_aspect_ratio)  # (k, 3, H, W)
-    return pixels[0] if len(paths) == 1 else pixels
+        blank = torch.zeros(3, crop["height"], crop["width"])
+        if self.anyres: return {"image": [blank[None]], "image_sizes": [(crop["width"], crop["height"])]}  # no tiles: one square
+        return {"image": blank}
+    pixels = process_images(images, self.image_processor, self.image_aspect_ratio)
+    if self.anyres: return {"image": list(pixels), "image_sizes": [image.size for image in images]}
+    return {"image": pixels[0] if len(images) == 1 else pixels}
 
 @patch
 def __getitem__(self: LazySupervisedDataset, i: int) -> dict:
@@ -90,21 +110,23 @@ def __getitem__(self: LazySupervisedDataset, i: int) -> dict:
         j = (i + attempt) % len(self)
         rec = self.records[j]
         try:
-            sample = preprocess(rec, self.tokenizer, self.cfg)
+            images = self._load_images(rec)
+            rows = None if self.image_rows is None else [self.image_rows(image.size) for image in images]
+            sample = preprocess(rec, self.tokenizer, self.cfg, image_rows=rows)
             if sample is None: raise TokenizationMismatch(f"sample {rec.get('id')!r}: tokenization mismatch")
-            sample["image"] = self._load_pixels(rec)
+            item = {"input_ids": sample["input_ids"], "labels": sample["labels"], **self._pixels(images)}
         except (TokenizationMismatch, ImageLoadError, ValueError) as e:
             if self.on_error == "raise": raise
             self.stats[type(e).__name__] += 1
             continue
         if sample["truncated"]: self.stats["truncated"] += 1
-        return {"input_ids": sample["input_ids"], "labels": sample["labels"], "image": sample["image"]}
+        return item
     raise RuntimeError("no usable sample in the dataset")
 
 # %% ../../nbs/12_data.dataset.ipynb #393c9201
 @dataclass
 class DataCollatorForSupervisedDataset:
-    "Batch LLaVA samples: `input_ids`, `labels`, `attention_mask` (B, T) and `images` (B, 3, H, W) or a list."
+    "Batch LLaVA samples: `input_ids`, `labels`, `attention_mask` (B, T), `images` (B, 3, H, W) or a list (and `image_sizes` for anyres)."
     tokenizer: object
     model_max_length: int | None = None  # cut batches to this length
 
@@ -124,11 +146,38 @@ class DataCollatorForSupervisedDataset:
             n = min(len(x["input_ids"]), width)
             batch_ids[b, :n], labels[b, :n], mask[b, :n] = x["input_ids"][:n], x["labels"][:n], 1
         batch = {"input_ids": batch_ids, "labels": labels, "attention_mask": mask}
+        if any("image_sizes" in x for x in instances):  # anyres: every image's squares and size, in order
+            batch["images"] = [image for x in instances for image in x["image"]]
+            batch["image_sizes"] = [size for x in instances for size in x["image_sizes"]]
+            return batch
         images = [x.get("image") for x in instances]
         if any(im is not None for im in images):
             real = [im for im in images if im is not None]
             batch["images"] = torch.stack(real) if all(im.shape == real[0].shape for im in real) else real
         return batch
+
+# %% ../../nbs/12_data.dataset.ipynb #8b2c3d4e
+def image_rows_for(model) -> Callable:
+    "`image_rows` for a LLaVA model: (width, height) -> the rows an image of that size takes in its LM's sequence."
+    tower = model.get_vision_tower()
+    return partial(image_feature_rows, model.config, patches_per_side=tower.num_patches_per_side, tile_size=tower.config.image_size)
+
+def image_file_size(path: str | Path) -> tuple[int, int] | None:
+    "An image file's (width, height) as `load_image` will see it (EXIF rotation applied), from its header only; None if unreadable."
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = Image.Image.getexif(image).get(0x0112)  # the header's EXIF only (PNG's own getexif decodes the pixels)
+    except (OSError, ValueError, Image.DecompressionBombError): return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # 5-8: turned by 90 degrees
+
+@patch
+def sample_image_rows(self: LazySupervisedDataset, i: int) -> int:
+    "The rows record `i`'s images take in the LM's sequence (an unreadable image counts 0: its sample will be skipped)."
+    paths = _image_paths(self.records[i])
+    if not self.anyres: return len(paths) * self.image_rows(None)  # one square each, whatever the size
+    sizes = [image_file_size(self.image_folder / p) for p in paths]
+    return sum(self.image_rows(size) for size in sizes if size is not None)
 
 # %% ../../nbs/12_data.dataset.ipynb #c3a5c678
 def split_to_even_chunks(indices: list[int], lengths: Sequence[int], num_chunks: int) -> list[list[int]]:

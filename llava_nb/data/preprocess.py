@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -19,7 +20,7 @@ from ..mm_utils import image_token_string_2023, tokenizer_image_token
 # %% auto #0
 __all__ = ['ROLE_NAMES', 'RENDERERS', 'PreprocessConfig', 'prepare_turns', 'render_two', 'render_mpt', 'render_llama_2',
            'render_plain', 'render_single', 'render_for_training', 'tokenize_with_offsets', 'TokenizationMismatch',
-           'mask_labels', 'preprocess', 'show_masking', 'trained_text']
+           'mask_labels', 'kept_tokens', 'preprocess', 'show_masking', 'trained_text']
 
 # %% ../../nbs/11_data.preprocess.ipynb #eab8e818
 ROLE_NAMES = {"human": 0, "gpt": 1}
@@ -166,10 +167,22 @@ def mask_labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tupl
     return labels
 
 # %% ../../nbs/11_data.preprocess.ipynb #23f2cc5a
+def kept_tokens(ids: list[int],  # a sample's ids, one IMAGE_TOKEN_INDEX per image
+                max_length: int,  # positions the LM's sequence may have
+                image_rows: Sequence[int],  # rows each image's features take in that sequence, in order
+               ) -> int:
+    "How many leading ids fit in `max_length` positions once each image id stands for its rows."
+    rows, used = iter(image_rows), 0
+    for k, tid in enumerate(ids):
+        used += next(rows) if tid == IMAGE_TOKEN_INDEX else 1
+        if used > max_length: return k
+    return len(ids)
+
 def preprocess(record: dict,  # a LLaVA record (`conversations`, optional `image`)
                tokenizer, cfg: PreprocessConfig,
+               image_rows: Sequence[int] | None = None,  # rows each image takes in the LM's sequence (latest convention); None: 1 each
                ) -> dict | None:
-    "A record -> `input_ids`, `labels` (LongTensors) and `truncated` (tokens cut at `model_max_length`); None for a skipped mismatch."
+    "A record -> `input_ids`, `labels` (LongTensors) and `truncated` (positions cut at `model_max_length`); None for a skipped mismatch."
     conv, has_image = cfg.conv, record.get("image") is not None
     sample, template = str(record.get("id", "?")), conv.version if isinstance(cfg.template, Conversation) else cfg.template
     turns = prepare_turns(record["conversations"], cfg, has_image)
@@ -179,11 +192,16 @@ def preprocess(record: dict,  # a LLaVA record (`conversations`, optional `image
     except TokenizationMismatch:
         if cfg.on_mismatch == "skip": return None
         raise
-    truncated = max(0, len(ids) - cfg.model_max_length)
+    slots = ids.count(IMAGE_TOKEN_INDEX)
+    rows = [1] * slots if image_rows is None or cfg.image_convention != "latest" else list(image_rows)
+    if len(rows) != slots: raise ValueError(f"sample {sample!r}: {len(rows)} image row counts for {slots} image placeholders")
+    truncated = max(0, len(ids) - slots + sum(rows) - cfg.model_max_length)
     if truncated:
-        ids, labels = ids[:cfg.model_max_length], labels[:cfg.model_max_length]
+        keep = kept_tokens(ids, cfg.model_max_length, rows)
+        ids, labels = ids[:keep], labels[:keep]
         if has_image and ids.count(IMAGE_TOKEN_INDEX) != text.count(DEFAULT_IMAGE_TOKEN) * (cfg.image_convention == "latest"):
-            raise ValueError(f"sample {sample!r}: model_max_length={cfg.model_max_length} cuts through its image placeholder; raise the limit")
+            size = f" (its images take {sum(rows)} rows)" if image_rows is not None else ""
+            raise ValueError(f"sample {sample!r}: model_max_length={cfg.model_max_length} cuts through its image placeholder{size}; raise the limit")
         if all(l == IGNORE_INDEX for l in labels):
             raise ValueError(f"sample {sample!r}: after truncation to model_max_length={cfg.model_max_length}, no answer token is left to train on")
     return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long), "truncated": truncated}

@@ -286,6 +286,19 @@ def load_projector(self: LlavaMetaForCausalLM, path: str | Path) -> None:
     missing, unexpected = self.model.mm_projector.load_state_dict(own, strict=False)
     if missing or unexpected: raise InputError(f"{path}: projector keys do not match this model's {self.config.mm_projector_type!r} projector: "
                                                f"missing {missing}, unexpected {unexpected}")
+    self.load_image_newline(weights, path)
+
+@patch
+def load_image_newline(self: LlavaMetaForCausalLM, weights: dict, path: str | Path) -> None:
+    "Take LLaVA-1.6's `image_newline` from stage-1 weights when both have one (a file without it, such as a 1.5 projector, leaves it as drawn)."
+    found = [v for k, v in weights.items() if k.endswith("image_newline")]
+    own = getattr(self.model, "image_newline", None)
+    if found and own is None:
+        import warnings  # the one warning of this module
+        warnings.warn(f"{path}: its image_newline is not used by mm_patch_merge_type {getattr(self.config, 'mm_patch_merge_type', 'flat')!r}: ignored")
+    if not found or own is None: return
+    if found[0].shape != own.shape: raise InputError(f"{path}: image_newline of shape {tuple(found[0].shape)}, this model's is {tuple(own.shape)}")
+    with torch.no_grad(): own.copy_(found[0])
 
 @patch
 def initialize_vision_tokenizer(self: LlavaMetaForCausalLM, tokenizer, mm_use_im_start_end: bool = False, mm_use_im_patch_token: bool = False,

@@ -15,9 +15,13 @@ import torch
 import transformers
 from transformers import HfArgumentParser
 
+from ..core import InputError
+from ..mm_utils import parse_grid_pinpoints
+
 # %% auto #0
-__all__ = ['logger', 'DEEPSPEED_CONFIGS', 'ModelArguments', 'DataArguments', 'TrainingArguments', 'deepspeed_config',
-           'adapt_to_machine', 'parse_args']
+__all__ = ['logger', 'DEEPSPEED_CONFIGS', 'IMAGE_ASPECT_RATIOS', 'MERGE_TYPES', 'ModelArguments', 'DataArguments',
+           'TrainingArguments', 'deepspeed_config', 'adapt_to_machine', 'check_image_args', 'cap_pinpoints',
+           'grid_pinpoints', 'parse_args']
 
 # %% ../../nbs/20_train.args.ipynb #ac7fbde0
 @dataclass
@@ -33,7 +37,7 @@ class ModelArguments:
     mm_projector_type: str = field(default="linear", metadata={"help": "linear, mlp2x_gelu, ..., identity"})
     mm_use_im_start_end: bool = field(default=False, metadata={"help": "wrap images in <im_start> <im_end>"})
     mm_use_im_patch_token: bool = field(default=True, metadata={"help": "add <im_patch> to the vocabulary"})
-    mm_patch_merge_type: str = field(default="flat", metadata={"help": "only 'flat' is supported"})
+    mm_patch_merge_type: str = field(default="flat", metadata={"help": "flat, spatial or spatial_unpad (LLaVA-1.6: tiles laid out as the picture, padding cut, a learned image_newline per row)"})
     mm_vision_select_feature: str = field(default="patch", metadata={"help": "patch (drop CLS) or cls_patch"})
 
 @dataclass
@@ -43,7 +47,9 @@ class DataArguments:
     lazy_preprocess: bool = field(default=False, metadata={"help": "accepted for the seed's commands; preprocessing is always lazy"})
     is_multimodal: bool = False
     image_folder: str | None = field(default=None, metadata={"help": "folder the records' image paths are relative to"})
-    image_aspect_ratio: str = field(default="square", metadata={"help": "square (crop) or pad"})
+    image_aspect_ratio: str = field(default="square", metadata={"help": "square (crop), pad, or anyres (LLaVA-1.6: the whole image plus tiles at the best of --image_grid_pinpoints)"})
+    image_grid_pinpoints: str | None = field(default=None, metadata={"help": "anyres: the (width, height) resolutions an image may be tiled at, e.g. \"[(336, 672), (672, 336), (672, 672)]\" or [[336, 672], ...]"})
+    image_max_tiles: int | None = field(default=None, metadata={"help": "anyres: drop the pinpoints that cut an image into more than this many tiles (bounds memory; default: no cap)"})
     sep_image_conv_front: bool = field(default=False, metadata={"help": "2023 flag; accepted, no effect"})
     skip_bad_records: bool = field(default=False, metadata={"help": "drop (and count) invalid records, mismatches and unreadable images instead of failing"})
 
@@ -128,6 +134,51 @@ def adapt_to_machine(args: TrainingArguments, cuda: bool | None = None) -> list[
         _note(notes, "--report_to wandb: wandb is not installed, so nothing is reported to it (pip install wandb to enable)")
         args.report_to = [r for r in report if r != "wandb"] or "none"
     return notes
+
+# %% ../../nbs/20_train.args.ipynb #5e6f7a8b
+IMAGE_ASPECT_RATIOS = ("square", "pad", "anyres")
+MERGE_TYPES = ("flat", "spatial", "spatial_unpad")
+
+def check_image_args(model_args: ModelArguments, data_args: DataArguments) -> None:
+    "Refuse image flags that cannot work together, naming the flag, before anything is loaded."
+    aspect, merge = data_args.image_aspect_ratio, model_args.mm_patch_merge_type
+    if aspect not in IMAGE_ASPECT_RATIOS:
+        raise InputError(f"--image_aspect_ratio {aspect!r}: expected one of {', '.join(IMAGE_ASPECT_RATIOS)}")
+    if merge not in MERGE_TYPES:
+        raise InputError(f"--mm_patch_merge_type {merge!r}: expected one of {', '.join(MERGE_TYPES)}")
+    if merge != "flat" and model_args.mm_vision_select_feature != "patch":
+        raise InputError(f"--mm_patch_merge_type {merge} lays patches out as a grid: it needs --mm_vision_select_feature patch (no CLS row)")
+    if aspect == "anyres" and not data_args.image_grid_pinpoints:
+        raise InputError("--image_aspect_ratio anyres needs --image_grid_pinpoints, e.g. \"[(336, 672), (672, 336), (672, 672)]\"")
+    if aspect != "anyres":
+        given = [flag for flag, value in (("--image_grid_pinpoints", data_args.image_grid_pinpoints),
+                                          ("--image_max_tiles", data_args.image_max_tiles)) if value is not None]
+        if given: raise InputError(f"{' and '.join(given)} only apply with --image_aspect_ratio anyres (not {aspect!r})")
+    if data_args.image_max_tiles is not None and data_args.image_max_tiles < 1:
+        raise InputError(f"--image_max_tiles {data_args.image_max_tiles}: expected at least 1")
+
+# %% ../../nbs/20_train.args.ipynb #c3d4e5f6
+def cap_pinpoints(pinpoints,  # (width, height) pairs
+                  tile_size: int,  # the vision tower's image size in pixels
+                  max_tiles: int | None = None,  # the most tiles a pinpoint may cut an image into; None: no cap
+                 ) -> list[list[int]]:
+    "The pinpoints of at most `max_tiles` tiles, as `[width, height]` lists (the config's form)."
+    tiles = {tuple(p): (p[0] // tile_size) * (p[1] // tile_size) for p in pinpoints}
+    kept = [list(p) for p, n in tiles.items() if max_tiles is None or n <= max_tiles]
+    if not kept:
+        raise InputError(f"--image_max_tiles {max_tiles} leaves no pinpoint: with {tile_size}-pixel tiles the fewest any of "
+                         f"{[list(p) for p in tiles]} takes is {min(tiles.values())}")
+    return kept
+
+def grid_pinpoints(data_args: DataArguments, tile_size: int) -> list[list[int]] | None:
+    "The `image_grid_pinpoints` to train and save: parsed, checked against the tile size, capped by `--image_max_tiles` (None unless anyres)."
+    if data_args.image_aspect_ratio != "anyres": return None
+    try: pairs = parse_grid_pinpoints(data_args.image_grid_pinpoints)
+    except ValueError as e: raise InputError(f"--image_grid_pinpoints: {e}") from None
+    uneven = [list(p) for p in pairs if p[0] % tile_size or p[1] % tile_size]
+    if uneven: raise InputError(f"--image_grid_pinpoints {uneven}: each width and height must be a multiple of the vision tower's "
+                                f"image size ({tile_size} px), so that whole tiles cover the resized image")
+    return cap_pinpoints(pairs, tile_size, data_args.image_max_tiles)
 
 # %% ../../nbs/20_train.args.ipynb #d72d634c
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:

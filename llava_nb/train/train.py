@@ -15,15 +15,15 @@ from transformers import AutoConfig, AutoModelForCausalLM, Trainer
 
 from ..conversation import conv_template_for_version
 from ..core import set_seed
-from ..data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset, LengthGroupedSampler
+from ..data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDataset, LengthGroupedSampler, image_rows_for
 from ..data.preprocess import PreprocessConfig
 from ..model.builder import attention_implementation, save_lora_adapters
 from ..model.llava import llava_class_for
 from ..tokenizer import load_tokenizer
-from .args import DataArguments, ModelArguments, TrainingArguments, parse_args
+from .args import DataArguments, ModelArguments, TrainingArguments, check_image_args, grid_pinpoints, parse_args
 
 # %% auto #0
-__all__ = ['lm_linear_targets', 'template_for_version', 'projector_state', 'non_lora_trainables', 'LLaVATrainer',
+__all__ = ['lm_linear_targets', 'template_for_version', 'is_adapter', 'projector_state', 'non_lora_trainables', 'LLaVATrainer',
            'save_stage_files', 'last_complete_checkpoint', 'train']
 
 # %% ../../nbs/21_train.train.ipynb #f4d402e5
@@ -38,13 +38,17 @@ def template_for_version(version: str, model_name_or_path: str = "") -> tuple[st
     release = "2023" if version in ("v0", "v1") else "latest"
     return conv_template_for_version(version, model_name_or_path, release), release
 
+def is_adapter(name: str) -> bool:
+    "Whether a parameter belongs to the multimodal adapter: the projector, or LLaVA-1.6's image_newline."
+    return "mm_projector" in name or name.endswith("image_newline")
+
 def projector_state(model, with_embeddings: bool = False) -> dict:
-    "The tensors stage 1 saves in mm_projector.bin: the projector (and the input embeddings when new start/end tokens trained)."
-    keys = ("mm_projector",) + (("embed_tokens",) if with_embeddings else ())
+    "The tensors stage 1 saves in mm_projector.bin: the projector and image_newline (and the input embeddings when new start/end tokens trained)."
+    keys = ("mm_projector", "image_newline") + (("embed_tokens",) if with_embeddings else ())
     return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if any(s in k for s in keys)}
 
 def non_lora_trainables(model) -> dict:
-    "The trainable tensors that are not LoRA adapters (the projector), as the reference's non_lora_trainables.bin."
+    "The trainable tensors that are not LoRA adapters (the projector, image_newline), as the reference's non_lora_trainables.bin."
     return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad and "lora_" not in k}
 
 # %% ../../nbs/21_train.train.ipynb #3b75b843
@@ -126,49 +130,56 @@ def _build_model(model_args: ModelArguments, training_args: TrainingArguments, d
     return model
 
 def _setup_vision(model, model_args, data_args, training_args, tokenizer, dtype):
-    "Attach and configure the vision modules; returns the image processor."
+    "Attach and configure the vision modules (and the anyres pinpoints, capped by --image_max_tiles); returns the image processor."
     model.initialize_vision_modules(
         model_args.vision_tower, model_args.mm_vision_select_layer, model_args.mm_vision_select_feature, model_args.mm_projector_type,
         model_args.pretrain_mm_mlp_adapter, image_aspect_ratio=data_args.image_aspect_ratio, tokenizer_padding_side=tokenizer.padding_side,
         tokenizer_model_max_length=training_args.model_max_length, tune_mm_mlp_adapter=model_args.tune_mm_mlp_adapter,
         freeze_mm_mlp_adapter=training_args.freeze_mm_mlp_adapter, mm_patch_merge_type=model_args.mm_patch_merge_type)
-    model.get_vision_tower().to(device=training_args.device, dtype=dtype)
+    tower = model.get_vision_tower().to(device=training_args.device, dtype=dtype)
+    pinpoints = grid_pinpoints(data_args, tower.config.image_size)
+    if pinpoints is not None: model.config.image_grid_pinpoints = pinpoints  # what the saved config records: inference tiles the same
     model.model.mm_projector.to(dtype=dtype)
+    adapter = [p for name, p in model.named_parameters() if is_adapter(name)]
     old_vocab = model.get_input_embeddings().weight.shape[0]
     model.initialize_vision_tokenizer(tokenizer, model_args.mm_use_im_start_end, model_args.mm_use_im_patch_token)
     if model_args.tune_mm_mlp_adapter:
         model.requires_grad_(False)
-        model.model.mm_projector.requires_grad_(True)
+        for p in adapter: p.requires_grad_(True)
         if model_args.mm_use_im_start_end:  # the new token rows train; a hook keeps the old rows fixed
             emb = model.get_input_embeddings().weight
             emb.requires_grad_(True)
             emb.register_hook(lambda g: torch.cat([torch.zeros_like(g[:old_vocab]), g[old_vocab:]]))
-    if training_args.freeze_mm_mlp_adapter: model.model.mm_projector.requires_grad_(False)
-    return model.get_vision_tower().image_processor
+    if training_args.freeze_mm_mlp_adapter:
+        for p in adapter: p.requires_grad_(False)
+    return tower.image_processor
 
 # %% ../../nbs/21_train.train.ipynb #6805f40f
 def train(argv: list[str] | None = None) -> LLaVATrainer:
     "Run one LLaVA training stage from the reference's command-line flags (sys.argv when `argv` is None)."
     model_args, data_args, training_args = parse_args(argv)
+    check_image_args(model_args, data_args)
     set_seed(training_args.seed)
     dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
     model = _build_model(model_args, training_args, dtype)
     tokenizer = load_tokenizer(model_args.model_name_or_path, model_max_length=training_args.model_max_length, padding_side="right")
     if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.unk_token  # LLaMA has no pad token; the collator masks by length
     image_processor = _setup_vision(model, model_args, data_args, training_args, tokenizer, dtype) if model_args.vision_tower else None
+    image_rows = image_rows_for(model) if model_args.vision_tower else None  # an image's rows in the sequence: truncation and grouping count them
+    image_config = model.config if model_args.vision_tower else data_args.image_aspect_ratio  # anyres tiles as the config says
     if training_args.lora_enable:
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(r=training_args.lora_r, lora_alpha=training_args.lora_alpha, lora_dropout=training_args.lora_dropout,
                                                  target_modules=lm_linear_targets(model), bias=training_args.lora_bias, task_type="CAUSAL_LM"))
         if model_args.vision_tower and not training_args.freeze_mm_mlp_adapter:
             for n, p in model.named_parameters():
-                if "mm_projector" in n: p.requires_grad_(True)
+                if is_adapter(n): p.requires_grad_(True)
     template, registry_release = template_for_version(model_args.version, model_args.model_name_or_path)
     cfg = PreprocessConfig(template=template, release=registry_release, model_max_length=training_args.model_max_length,
                            mm_use_im_start_end=model_args.mm_use_im_start_end, on_mismatch="skip" if data_args.skip_bad_records else "raise")
     dataset = LazySupervisedDataset(data_args.data_path, tokenizer, cfg, data_args.image_folder, image_processor,
-                                    data_args.image_aspect_ratio, is_multimodal=model_args.vision_tower is not None,
-                                    on_error="skip" if data_args.skip_bad_records else "raise")
+                                    image_config, is_multimodal=model_args.vision_tower is not None,
+                                    on_error="skip" if data_args.skip_bad_records else "raise", image_rows=image_rows)
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
                            data_collator=DataCollatorForSupervisedDataset(tokenizer, training_args.model_max_length))
     resume = training_args.resume_from_checkpoint or last_complete_checkpoint(training_args.output_dir)
