@@ -26,8 +26,8 @@ from .toyworld import PanoramaScene, write_world
 
 # %% auto #0
 __all__ = ['PANORAMA_PINPOINTS', 'IMAGE_FLAGS', 'PANORAMA_SIZE', 'COLOURS', 'train_and_evaluate', 'evaluate_model',
-           'run_anyres_comparison', 'comparison_table', 'times_table', 'plot_accuracy', 'plot_losses', 'plot_samples',
-           'collect_samples', 'write_comparison', 'comparison_words']
+           'run_anyres_comparison', 'comparison_table', 'position_table', 'times_table', 'plot_accuracy', 'plot_losses',
+           'plot_samples', 'position_parts', 'collect_samples', 'write_comparison', 'comparison_words']
 
 # %% ../nbs/92_quickstart_anyres.ipynb #92a00006
 PANORAMA_PINPOINTS = "[(144, 48), (48, 144), (96, 48), (48, 96), (96, 96)]"  # (width, height) in pixels: 3 x 1, 1 x 3, 2 x 1, 1 x 2, 2 x 2 tiles of 48
@@ -66,12 +66,13 @@ def run_anyres_comparison(out: str | Path = "runs/quickstart", size: str = "defa
     if unknown := [m for m in modes if m not in IMAGE_FLAGS]: raise ValueError(f"image modes {unknown}: expected some of {', '.join(IMAGE_FLAGS)}")
     out, s, start = Path(out), SIZES[size], time.time()
     phases = Phases(out)
-    run_stage0(phases, out / "world", out / "bases", s, seed)
+    stage0 = run_stage0(phases, out / "world", out / "bases", s, seed)
     root = out / "panorama"
     world = root / "world"
-    phases.run("panorama_world", lambda: {"manifest": write_world(world, s["n_train"], s["n_test"], seed, layout="panorama")})
+    r_world = phases.run("panorama_world", lambda: {"manifest": write_world(world, s["n_train"], s["n_test"], seed, layout="panorama")})
     runs = {mode: train_and_evaluate(phases, mode, world, out / "bases", root / mode, s, seed) for mode in modes}
-    return write_comparison(root, size, seed, runs, time.time() - start, world)
+    before = {"stage 0: CLIP": stage0["clip"]["seconds"], "stage 0: LM": stage0["lm"]["seconds"], "panorama world": r_world["seconds"]}
+    return write_comparison(root, size, seed, runs, time.time() - start, world, before)
 
 # %% ../nbs/92_quickstart_anyres.ipynb #92a00008
 def comparison_table(summary: dict) -> pd.DataFrame:
@@ -83,6 +84,12 @@ def comparison_table(summary: dict) -> pd.DataFrame:
     order = [c for c in ("colour", "count", "position", "relation", "shape") if c in table.index] + ["overall"]
     table = table.loc[order]
     table.index.name = "question type"
+    return table
+
+def position_table(summary: dict) -> pd.DataFrame:
+    "Position questions taken apart: how often each mode gets the row and the third right (%)."
+    table = pd.DataFrame.from_dict({mode: run.get("position_parts", {}) for mode, run in summary["runs"].items()}, orient="index")
+    table.index.name = "image mode"
     return table
 
 def times_table(summary: dict) -> pd.DataFrame:
@@ -110,9 +117,9 @@ def plot_accuracy(summary: dict, path: Path) -> None:
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
         ax.hlines(table[f"{mode}, blank image"], left - width / 2, left + width / 2, color="black", linewidth=2,
                   label="blank image" if k == 0 else None)
-    ax.set_xticks(x, table.index); ax.set_ylim(0, 105); ax.set_ylabel("held-out accuracy %")
+    ax.set_xticks(x, table.index); ax.set_ylim(0, 119); ax.set_yticks(range(0, 101, 20)); ax.set_ylabel("held-out accuracy %")
     ax.set_title(f"Panoramas (144 x 48), size {summary['size']}: padded to one square vs any-resolution tiles", fontsize=10)
-    ax.legend(fontsize=8, loc="lower left"); ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", ncol=len(modes) + 1); ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -157,6 +164,19 @@ def plot_samples(summary: dict, path: Path, columns: int = 2) -> None:
 # %% ../nbs/92_quickstart_anyres.ipynb #92a00009
 def _by_category(records: list[dict]) -> dict: return {r["category"]: r["accuracy"] for r in records}
 
+def _place(text: str) -> tuple[str | None, str | None]:
+    "'top left' -> ('top', 'left'); 'centre' -> ('middle', 'centre'); anything else -> (None, None)."
+    words = normalize_answer(text).split()
+    if words == ["centre"]: return ("middle", "centre")
+    return tuple(words) if len(words) == 2 else (None, None)
+
+def position_parts(answers: list[dict]) -> dict:
+    "Of the position questions, how often (%) the answer's row word (top, middle, bottom) is right, and its third (left, centre, right)."
+    pairs = [(_place(a["prediction"]), _place(a["answer"])) for a in answers if a["category"] == "position"]
+    if not pairs: return {}
+    return {"row right": round(100 * np.mean([p[0] == t[0] for p, t in pairs]), 1),
+            "third right": round(100 * np.mean([p[1] == t[1] for p, t in pairs]), 1)}
+
 def collect_samples(world: Path, folders: dict[str, Path], n: int = 6) -> list[dict]:
     "The first `n` held-out panoramas: each scene's facts, and every question with its answer and each mode's prediction."
     answers = {mode: [json.loads(l) for l in open(folder / "answers.jsonl")] for mode, folder in folders.items()}
@@ -170,19 +190,24 @@ def collect_samples(world: Path, folders: dict[str, Path], n: int = 6) -> list[d
         samples.append({"image": row["image"], "scene": row["scene"], "questions": questions})
     return samples
 
-def write_comparison(root: Path, size: str, seed: int, runs: dict, total_seconds: float, world: Path) -> dict:
+def write_comparison(root: Path, size: str, seed: int, runs: dict, total_seconds: float, world: Path,
+                     shared: dict[str, float] | None = None,  # seconds of the phases both modes share (stage 0, the world), when they ran
+                    ) -> dict:
     "Write `root/report` (README.md, summary.json, accuracy.csv and the plots) and return the summary."
     report = root / "report"
     report.mkdir(parents=True, exist_ok=True)
     first = next(iter(runs.values()))["evaluate"]["accuracy"]
     summary = {"size": size, "seed": seed, "total_seconds": round(total_seconds, 1), "peak_gflops": round(matmul_peak() / 1e9, 1),
                "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, fp32", "pinpoints": PANORAMA_PINPOINTS,
-               "questions": {r["category"]: int(r["count"]) for r in first},
+               "questions": {r["category"]: int(r["count"]) for r in first}, "shared_seconds": {k: round(v, 1) for k, v in (shared or {}).items()},
                "runs": {mode: {"flags": IMAGE_FLAGS[mode], "accuracy": _by_category(r["evaluate"]["accuracy"]),
                                "blank": _by_category(r["evaluate"]["blank"]), "image_rows": r["evaluate"]["image_rows"],
                                "seconds": {k: round(r[k]["seconds"], 1) for k in ("stage1", "stage2", "evaluate")},
                                "losses": {k: r[k]["losses"] for k in ("stage1", "stage2")}} for mode, r in runs.items()},
                "samples": collect_samples(world, {mode: root / mode for mode in runs})}
+    for mode in runs:
+        answers = [json.loads(l) for l in open(root / mode / "answers.jsonl")]
+        summary["runs"][mode]["position_parts"] = position_parts(answers)
     (report / "summary.json").write_text(json.dumps(summary, indent=1))
     table = comparison_table(summary)
     table.to_csv(report / "accuracy.csv")
@@ -208,9 +233,15 @@ only the image flags differ:
 
 ![samples](samples.png)
 
+Position questions taken apart (% of them with the right row word, and with the right third):
+
+{markdown_table(position_table(summary).astype(object))}
+
 ## Training and time
 
 {markdown_table(times_table(summary).astype(object))}
+
+Shared by both, whenever they ran (the CLIP and the LM train side by side): {', '.join(f"{k} {v:.0f} s" for k, v in summary['shared_seconds'].items())}.
 
 ![losses](loss_curves.png)
 
