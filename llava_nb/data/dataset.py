@@ -176,7 +176,7 @@ def sample_image_rows(self: LazySupervisedDataset, i: int) -> int:
     "The rows record `i`'s images take in the LM's sequence (an unreadable image counts 0: its sample will be skipped)."
     paths = _image_paths(self.records[i])
     if not self.anyres: return len(paths) * self.image_rows(None)  # one square each, whatever the size
-    sizes = [image_file_size(self.image_folder / p) for p in paths]
+    sizes = [image_file_size(self.image_folder / p) for p in paths] if self.image_folder is not None else []
     return sum(self.image_rows(size) for size in sizes if size is not None)
 
 # %% ../../nbs/12_data.dataset.ipynb #c3a5c678
