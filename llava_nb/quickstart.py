@@ -33,8 +33,8 @@ from .toyworld import write_world
 from .train.bases import train_toy_clip, train_toy_lm, train_toy_tokenizer
 
 # %% auto #0
-__all__ = ['SIZES', 'stage1_command', 'stage2_command', 'phase_summary', 'Phases', 'run_stage', 'matmul_peak', 'run_quickstart',
-           'main', 'final_words']
+__all__ = ['SIZES', 'SQUARE_IMAGES', 'stage1_command', 'stage2_command', 'phase_summary', 'Phases', 'run_stage', 'matmul_peak',
+           'run_quickstart', 'run_stage0', 'main', 'final_words']
 
 # %% ../nbs/90_quickstart.ipynb #a454e414
 SIZES = {
@@ -43,25 +43,29 @@ SIZES = {
 }
 SIZES["large"] = {**SIZES["default"], "lm_steps": 8400, "clip_steps": 1040, "s2_steps": 2800}  # twice the default's training steps
 
-def _stage_flags(world: Path, bases: Path, s: dict, seed: int, batch: int) -> str:
-    "The flags the seed README's commands share (precision, schedule, logging), with toy paths and sizes."
+SQUARE_IMAGES = "--image_aspect_ratio square"  # the seed README's image flags
+
+def _stage_flags(world: Path, bases: Path, s: dict, seed: int, batch: int, image: str = SQUARE_IMAGES) -> str:
+    "The flags the seed README's commands share (precision, schedule, logging), with toy paths and sizes; `image`: the image flags."
     return (f"--vision_tower {bases / 'clip'} --mm_vision_select_layer -2 --mm_use_im_start_end False --mm_use_im_patch_token False "
-            f"--mm_projector_type mlp2x_gelu --image_folder {world / 'images'} --image_aspect_ratio square --bf16 True --tf32 True "
+            f"--mm_projector_type mlp2x_gelu --image_folder {world / 'images'} {image} --bf16 True --tf32 True "
             f"--per_device_train_batch_size {batch // s['nproc']} --gradient_accumulation_steps 1 --evaluation_strategy no "
             f"--save_strategy steps --save_steps {s['save_steps']} --save_total_limit 1 --weight_decay 0. --warmup_ratio 0.03 "
             f"--lr_scheduler_type cosine --logging_steps 5 --model_max_length 512 --dataloader_num_workers 0 --lazy_preprocess True "
             f"--report_to none --seed {seed} --disable_tqdm False")
 
-def stage1_command(world: Path, bases: Path, out: Path, s: dict, seed: int) -> str:
+def stage1_command(world: Path, bases: Path, out: Path, s: dict, seed: int, image: str = SQUARE_IMAGES) -> str:
     "Stage 1 (feature alignment): the seed's pretraining command on the toy world."
     return (f"--model_name_or_path {bases / 'lm'} --version plain --data_path {world / 'pretrain.json'} --tune_mm_mlp_adapter True "
-            f"--output_dir {out} --num_train_epochs 1 --max_steps {s['s1_steps']} --learning_rate 2e-3 " + _stage_flags(world, bases, s, seed, s["s1_batch"]))
+            f"--output_dir {out} --num_train_epochs 1 --max_steps {s['s1_steps']} --learning_rate 2e-3 "
+            + _stage_flags(world, bases, s, seed, s["s1_batch"], image))
 
-def stage2_command(world: Path, bases: Path, stage1: Path, out: Path, s: dict, seed: int) -> str:
+def stage2_command(world: Path, bases: Path, stage1: Path, out: Path, s: dict, seed: int, image: str = SQUARE_IMAGES) -> str:
     "Stage 2 (visual instruction tuning): the seed's fine-tuning command on the toy world, the projector at 4x the LM's learning rate (`--mm_projector_lr`)."
     return (f"--model_name_or_path {bases / 'lm'} --version v1 --data_path {world / 'instruct.json'} "
             f"--pretrain_mm_mlp_adapter {stage1 / 'mm_projector.bin'} --group_by_modality_length True --output_dir {out} "
-            f"--num_train_epochs 1 --max_steps {s['s2_steps']} --learning_rate 5e-4 --mm_projector_lr 2e-3 " + _stage_flags(world, bases, s, seed, s["batch"]))
+            f"--num_train_epochs 1 --max_steps {s['s2_steps']} --learning_rate 5e-4 --mm_projector_lr 2e-3 "
+            + _stage_flags(world, bases, s, seed, s["batch"], image))
 
 # %% ../nbs/90_quickstart.ipynb #57892f17
 def phase_summary(result: dict) -> list[str]:
@@ -180,13 +184,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", size: str = "default", s
     out, s, start = Path(out), SIZES[size], time.time()
     world, bases = out / "world", out / "bases"
     phases = Phases(out)
-    set_seed(seed)
-    _quiet_transformers()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    phases.run("world", lambda: {"manifest": write_world(world, s["n_train"], s["n_test"], seed)})
-    phases.run("tokenizer", lambda: {"vocab": len(train_toy_tokenizer(world, bases / "tokenizer"))})
-    import llava_nb.quickstart as lib  # the phases by their module path: worker processes import them from there
-    stage0 = phases.run_side_by_side({"clip": (lib._clip_phase, world, bases, s, seed), "lm": (lib._lm_phase, world, bases, s, seed)})
+    stage0 = run_stage0(phases, world, bases, s, seed)
     r_clip, r_lm = stage0["clip"], stage0["lm"]
     log = out / "report" / "training_log.txt"  # everything the training processes print: the Trainer's logs, warnings
     s1, s2 = stage1_command(world, bases, out / "stage1", s, seed), stage2_command(world, bases, out / "stage1", out / "stage2", s, seed)
@@ -197,6 +195,16 @@ def run_quickstart(out: str | Path = "runs/quickstart", size: str = "default", s
     from llava_nb.quickstart_report import write_report
     return write_report(out, size, seed, {"clip": r_clip, "lm": r_lm, "stage1": r_s1, "stage2": r_s2, "evaluate": r_eval},
                         total_seconds=time.time() - start, peak=matmul_peak(), world=world)
+
+def run_stage0(phases: Phases, world: Path, bases: Path, s: dict, seed: int) -> dict:
+    "The square world, the tokenizer, and the toy CLIP and LM side by side (each skipped when an earlier run finished it): `{'clip': ..., 'lm': ...}`."
+    set_seed(seed)
+    _quiet_transformers()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    phases.run("world", lambda: {"manifest": write_world(world, s["n_train"], s["n_test"], seed)})
+    phases.run("tokenizer", lambda: {"vocab": len(train_toy_tokenizer(world, bases / "tokenizer"))})
+    import llava_nb.quickstart as lib  # the phases by their module path: worker processes import them from there
+    return phases.run_side_by_side({"clip": (lib._clip_phase, world, bases, s, seed), "lm": (lib._lm_phase, world, bases, s, seed)})
 
 def _evaluate(out: Path, world: Path) -> dict:
     tokenizer, model, processor, _ = load_pretrained_model(out / "stage2", device="cpu")
@@ -213,8 +221,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", default="default", choices=list(SIZES),
                    help="'default' (the README's run, about 10 minutes), 'large' (twice the training steps) or 'tiny' (a smoke test, about a minute)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of every training run")
+    p.add_argument("--anyres-comparison", action="store_true",
+                   help="instead: on panoramas (144 x 48) train stages 1 and 2 twice from the stage-0 bases (reused if this --out has them), "
+                        "with --image_aspect_ratio pad and with anyres tiles, and compare held-out accuracy by question type")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.anyres_comparison:
+        from llava_nb.quickstart_anyres import comparison_words, run_anyres_comparison
+        summary = run_anyres_comparison(args.out, args.size, args.seed)
+        print(comparison_words(summary))
+        return
     summary = run_quickstart(args.out, args.size, args.seed)
     print(final_words(summary, Path(args.out)))
 

@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -18,13 +18,14 @@ from PIL import Image, ImageDraw
 from .core import DEFAULT_IMAGE_TOKEN, ArgumentParser
 
 # %% auto #0
-__all__ = ['COLORS', 'KINDS', 'SIZES', 'BACKGROUNDS', 'ROWS', 'COLS', 'IMAGE_SIZE', 'GRID', 'CELL', 'NUMBER_WORDS',
-           'QUESTION_TYPES', 'BRIEF', 'DETAIL', 'SHORT_SUFFIX', 'EXACT_SUFFIX', 'PROMPT_KINDS', 'cell_name', 'Shape',
-           'draw_shape', 'Scene', 'random_scene', 'a_shape', 'join_words', 'count_phrase', 'captions', 'perturb_scene',
-           'caption_pair', 'annotation', 'QA', 'qa_colour', 'qa_shape', 'qa_count', 'qa_position', 'qa_relation', 'ask',
-           'pretrain_record', 'detail_text', 'complex_qa', 'ask_many', 'instruct_records', 'scene_rng', 'make_scenes',
-           'write_world', 'write_llava_bench_form', 'main', 'context_text', 'instruct_messages', 'parse_qa_blocks',
-           'llm_instruct_record']
+__all__ = ['COLORS', 'KINDS', 'SIZES', 'BACKGROUNDS', 'ROWS', 'COLS', 'IMAGE_SIZE', 'GRID', 'CELL', 'PANORAMA_COLS',
+           'NUMBER_WORDS', 'QUESTION_TYPES', 'BRIEF', 'DETAIL', 'SHORT_SUFFIX', 'LAYOUTS', 'EXACT_SUFFIX',
+           'PROMPT_KINDS', 'cell_name', 'Shape', 'draw_shape', 'Scene', 'random_scene', 'a_shape', 'join_words',
+           'count_phrase', 'captions', 'perturb_scene', 'caption_pair', 'annotation', 'QA', 'qa_colour', 'qa_shape',
+           'qa_count', 'qa_position', 'qa_relation', 'ask', 'pretrain_record', 'detail_text', 'complex_qa', 'ask_many',
+           'instruct_records', 'PanoramaShape', 'PanoramaScene', 'inside_jitter', 'random_panorama', 'Layout',
+           'get_layout', 'streamed', 'scene_rng', 'make_scenes', 'write_world', 'write_llava_bench_form',
+           'world_layout', 'main', 'context_text', 'instruct_messages', 'parse_qa_blocks', 'llm_instruct_record']
 
 # %% ../nbs/13_toyworld.ipynb #1a106422
 COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220),
@@ -35,6 +36,7 @@ BACKGROUNDS = {"white": (255, 255, 255), "grey": (222, 222, 222), "cream": (246,
 ROWS, COLS = ("top", "middle", "bottom"), ("left", "centre", "right")
 IMAGE_SIZE, GRID = 48, 3
 CELL = IMAGE_SIZE // GRID
+PANORAMA_COLS = 9  # a panorama: 3 rows x 9 columns of cells, 144 x 48, three ordinary scenes' width
 
 def cell_name(row: int, col: int) -> str:
     "'top left', 'top centre', ..., 'centre' for the middle cell."
@@ -83,10 +85,19 @@ class Scene:
     id: str
     shapes: list[Shape]
     background: str = "white"
+    # class attributes, not fields (`asdict` leaves them out): what a panorama (`PanoramaScene`) changes
+    cols = GRID  # columns of cells
+    grid_text = "a three by three grid"  # how the detailed description names the layout
+    shape_type = Shape  # what `from_dict` builds the shapes as
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        "(width, height) in pixels, as PIL's `image.size`: 48 x 48."
+        return (self.cols * CELL, GRID * CELL)
 
     def render(self) -> Image.Image:
-        "The 48 x 48 RGB image."
-        image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[self.background])
+        "The RGB image, `image_size` pixels."
+        image = Image.new("RGB", self.image_size, BACKGROUNDS[self.background])
         draw = ImageDraw.Draw(image)
         for shape in sorted(self.shapes, key=lambda s: s.size == "large"): draw_shape(draw, shape)  # large on top
         return image
@@ -98,12 +109,12 @@ class Scene:
     @classmethod
     def from_dict(cls, d: dict) -> Scene:
         "The scene `asdict(scene)` wrote (the `scene` field of `scenes_*.jsonl`)."
-        return cls(d["id"], [Shape(**s) for s in d["shapes"]], d.get("background", "white"))
+        return cls(d["id"], [cls.shape_type(**s) for s in d["shapes"]], d.get("background", "white"))
 
     def cell_words(self) -> list[str]:
         "One symbolic word per cell, row by row: 'red-circle' or 'empty' (what the toy LM is pretrained to read)."
-        words = ["empty"] * (GRID * GRID)
-        for s in self.shapes: words[s.row * GRID + s.col] = f"{s.color}-{s.kind}"
+        words = ["empty"] * (GRID * self.cols)
+        for s in self.shapes: words[s.row * self.cols + s.col] = f"{s.color}-{s.kind}"
         return words
 
 def random_scene(rng: np.random.Generator, scene_id: str, max_shapes: int = 4) -> Scene:
@@ -144,10 +155,10 @@ def perturb_scene(scene: Scene, rng: np.random.Generator) -> Scene:
     "The scene with one thing changed: one shape's kind (half the time), its colour, or its cell (to a free one)."
     shapes, i = list(scene.shapes), int(rng.integers(len(scene.shapes)))
     s, r = shapes[i], rng.random()
-    free = sorted(set(range(GRID * GRID)) - {t.row * GRID + t.col for t in shapes})
+    free = sorted(set(range(GRID * scene.cols)) - {t.row * scene.cols + t.col for t in shapes})
     if r < 0.5 or (r >= 0.75 and not free): s = replace(s, kind=str(rng.choice([k for k in KINDS if k != s.kind])))
     elif r < 0.75: s = replace(s, color=str(rng.choice([c for c in COLORS if c != s.color])))
-    else: cell = int(rng.choice(free)); s = replace(s, row=cell // GRID, col=cell % GRID)
+    else: cell = int(rng.choice(free)); s = replace(s, row=cell // scene.cols, col=cell % scene.cols)
     shapes[i] = s
     return replace(scene, shapes=sorted(shapes, key=lambda t: (t.row, t.col)))
 
@@ -161,7 +172,9 @@ def caption_pair(scene: Scene, rng: np.random.Generator, tries: int = 10) -> tup
 
 def annotation(scene: Scene, image: str, rng: np.random.Generator) -> dict:
     "The LLaVA-Bench 'captions + boxes' annotation: `{id, image, captions, instances: [{category, bbox in 0..1}]}`."
-    inst = [{"category": s.name, "bbox": [round(min(max(v / IMAGE_SIZE, 0.0), 1.0), 3) for v in s.bbox]} for s in scene.shapes]
+    width, height = scene.image_size
+    scale = (width, height, width, height)  # x1, y1, x2, y2
+    inst = [{"category": s.name, "bbox": [round(min(max(v / d, 0.0), 1.0), 3) for v, d in zip(s.bbox, scale)]} for s in scene.shapes]
     return {"id": scene.id, "image": image, "captions": captions(scene, rng), "instances": inst}
 
 # %% ../nbs/13_toyworld.ipynb #42233a76
@@ -242,7 +255,7 @@ def pretrain_record(scene: Scene, image: str, rng) -> dict:
 def detail_text(scene: Scene) -> str:
     "A detailed description of a scene, shape by shape."
     k = len(scene.shapes)
-    parts = [f"The image shows {count_phrase(k)} on a {scene.background} background, arranged on a three by three grid."]
+    parts = [f"The image shows {count_phrase(k)} on a {scene.background} background, arranged on {scene.grid_text}."]
     parts += [f"At the {s.position} there is {a_shape(s)}." for s in scene.shapes]
     colors = sorted({s.color for s in scene.shapes})
     parts.append(f"The {'colour' if len(colors) == 1 else 'colours'} in the picture {'is' if len(colors) == 1 else 'are'} {join_words(colors)}.")
@@ -288,20 +301,68 @@ def instruct_records(scene: Scene, image: str, rng, short_answers: int = 6) -> l
             _record(scene.id, image, "complex", [complex_qa(scene, rng)], rng),
             _record(scene.id, image, "short", [(qa.question + SHORT_SUFFIX, qa.answer) for qa in short], rng)]
 
+# %% ../nbs/13_toyworld.ipynb #7c1e0a02
+class PanoramaShape(Shape):
+    "A shape of a panorama: its position is named by the third of the width its column is in."
+    @property
+    def position(self) -> str: return cell_name(self.row, self.col // GRID)
+
+class PanoramaScene(Scene):
+    "A 144 x 48 scene: 3 rows x 9 columns of cells."
+    cols = PANORAMA_COLS
+    grid_text = "a wide grid of three rows and nine columns"
+    shape_type = PanoramaShape
+
+def inside_jitter(radius: int, limit: int = 2) -> tuple[int, int]:
+    "The smallest and largest pixel offset (at most `limit` either way) that keeps a shape of `radius` inside its cell."
+    lowest = radius - CELL // 2  # the shape's left pixel is x - r, the cell's first is x - CELL // 2
+    highest = CELL // 2 - 1 - radius  # the shape's right pixel is x + r, the cell's last is x + CELL // 2 - 1
+    return max(-limit, lowest), min(limit, highest)
+
+def random_panorama(rng: np.random.Generator, scene_id: str, max_shapes: int = 4) -> PanoramaScene:
+    "A random panorama: 1 to `max_shapes` shapes in distinct cells of 27, each inside its cell (`inside_jitter`)."
+    n = int(rng.integers(1, max_shapes + 1))
+    cells = rng.choice(GRID * PANORAMA_COLS, size=n, replace=False)
+    shapes = []
+    for c in cells:
+        color, kind, size = str(rng.choice(list(COLORS))), str(rng.choice(KINDS)), str(rng.choice(SIZES))
+        shape = PanoramaShape(color, kind, size, int(c) // PANORAMA_COLS, int(c) % PANORAMA_COLS)
+        low, high = inside_jitter(shape.radius)
+        shapes.append(replace(shape, dx=int(rng.integers(low, high + 1)), dy=int(rng.integers(low, high + 1))))
+    return PanoramaScene(scene_id, sorted(shapes, key=lambda s: (s.row, s.col)), str(rng.choice(list(BACKGROUNDS))))
+
+@dataclass(frozen=True)
+class Layout:
+    "A kind of world: its scene class, how a random scene is drawn, and its seed stream (0 for the square world; others keep their draws apart)."
+    name: str
+    scene_type: type
+    draw: Callable
+    stream: int
+
+LAYOUTS = {"square": Layout("square", Scene, random_scene, 0), "panorama": Layout("panorama", PanoramaScene, random_panorama, 1)}
+
+def get_layout(name: str) -> Layout:
+    if name not in LAYOUTS: raise ValueError(f"layout {name!r}: expected one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[name]
+
 # %% ../nbs/13_toyworld.ipynb #1f9f3ad5
 EXACT_SUFFIX = SHORT_SUFFIX
 
-def scene_rng(seed: int, split: str, i: int) -> np.random.Generator:
-    return np.random.default_rng([seed, {"train": 0, "test": 1}[split], i])
+def streamed(entropy: list[int], stream: int = 0) -> np.random.Generator:
+    "A generator seeded with `entropy`, and the layout's `stream` after it unless 0 (the square world's seeds stay as they were)."
+    return np.random.default_rng(entropy + [stream] if stream else entropy)
 
-def make_scenes(seed: int, n: int, split: str, exclude: set | None = None) -> list[Scene]:
+def scene_rng(seed: int, split: str, i: int, stream: int = 0) -> np.random.Generator:
+    return streamed([seed, {"train": 0, "test": 1}[split], i], stream)
+
+def make_scenes(seed: int, n: int, split: str, exclude: set | None = None, layout: str = "square") -> list[Scene]:
     "The scenes of a split; test scenes that repeat a training scene are redrawn."
-    scenes = []
+    kind, scenes = get_layout(layout), []
     for i in range(n):
-        rng, attempt = scene_rng(seed, split, i), 0
-        scene = random_scene(rng, f"{split}-{i:06d}")
+        rng, attempt = scene_rng(seed, split, i, kind.stream), 0
+        scene = kind.draw(rng, f"{split}-{i:06d}")
         while exclude and scene.signature() in exclude:
-            attempt += 1; scene = random_scene(np.random.default_rng([seed, 2, i, attempt]), scene.id)
+            attempt += 1; scene = kind.draw(streamed([seed, 2, i, attempt], kind.stream), scene.id)
         scenes.append(scene)
     return scenes
 
@@ -312,16 +373,18 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     return n
 
 # %% ../nbs/13_toyworld.ipynb #a921359e
-def write_world(out: str | Path, n_train: int = 2000, n_test: int = 200, seed: int = 0, bench_scenes: int = 30) -> dict:
+def write_world(out: str | Path, n_train: int = 2000, n_test: int = 200, seed: int = 0, bench_scenes: int = 30,
+                layout: str = "square",  # 'square' (48 x 48 scenes) or 'panorama' (144 x 48, `PanoramaScene`)
+               ) -> dict:
     "Write a toy world (images and every dataset) to `out`; returns the manifest."
-    out, start = Path(out), time.time()
+    out, start, stream = Path(out), time.time(), get_layout(layout).stream
     for split in ("train", "test"): (out / "images" / split).mkdir(parents=True, exist_ok=True)
-    train = make_scenes(seed, n_train, "train")
-    test = make_scenes(seed, n_test, "test", exclude={s.signature() for s in train})
+    train = make_scenes(seed, n_train, "train", layout=layout)
+    test = make_scenes(seed, n_test, "test", exclude={s.signature() for s in train}, layout=layout)
     pretrain, instruct, anns = [], [], {"train": [], "test": []}
     for split, scenes in (("train", train), ("test", test)):
         for i, scene in enumerate(scenes):
-            image, rng = f"{split}/{i:06d}.png", scene_rng(seed + 7, split, i)
+            image, rng = f"{split}/{i:06d}.png", scene_rng(seed + 7, split, i, stream)
             scene.render().save(out / "images" / image, optimize=False, compress_level=1)
             anns[split].append(annotation(scene, image, rng))
             if split == "train":
@@ -334,22 +397,23 @@ def write_world(out: str | Path, n_train: int = 2000, n_test: int = 200, seed: i
         _write_jsonl(out / f"scenes_{split}.jsonl", ({"image": a["image"], "cells": sc.cell_words(), "scene": asdict(sc)} for a, sc in zip(anns[split], scenes)))
     exact = []
     for i, scene in enumerate(test):
-        for qa in ask(scene, scene_rng(seed + 11, "test", i)):
+        for qa in ask(scene, scene_rng(seed + 11, "test", i, stream)):
             exact.append({"question_id": len(exact), "image": f"test/{i:06d}.png", "text": qa.question + EXACT_SUFFIX,
                           "category": qa.type, "answer": qa.answer})
     _write_jsonl(out / "bench_exact.jsonl", exact)
-    bench = write_llava_bench_form(out / "llava_bench", test[:bench_scenes], anns["test"][:bench_scenes], seed)
+    bench = write_llava_bench_form(out / "llava_bench", test[:bench_scenes], anns["test"][:bench_scenes], seed, stream)
     manifest = {"seed": seed, "n_train": n_train, "n_test": n_test, "pretrain": len(pretrain), "instruct": len(instruct),
                 "bench_exact": len(exact), "llava_bench": bench, "image_folder": "images", "seconds": round(time.time() - start, 1)}
+    if layout != "square": manifest.update(layout=layout, image_size=list(get_layout(layout).scene_type("", []).image_size))
     (out / "world.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
-def write_llava_bench_form(out: Path, scenes: list[Scene], anns: list[dict], seed: int) -> int:
+def write_llava_bench_form(out: Path, scenes: list[Scene], anns: list[dict], seed: int, stream: int = 0) -> int:
     "LLaVA-Bench-form files for held-out scenes: one conv, one detail, one complex question each, with reference answers."
     out.mkdir(parents=True, exist_ok=True)
     questions, answers = [], []
     for scene, ann in zip(scenes, anns):
-        rng = np.random.default_rng([seed, 3, int(scene.id.split("-")[1])])
+        rng = streamed([seed, 3, int(scene.id.split("-")[1])], stream)
         qa = ask(scene, rng)[0]
         q, a = complex_qa(scene, rng)
         for cat, text, ref in (("conv", qa.question, qa.sentence), ("detail", str(rng.choice(DETAIL)), detail_text(scene)), ("complex", q, a)):
@@ -359,6 +423,12 @@ def write_llava_bench_form(out: Path, scenes: list[Scene], anns: list[dict], see
     _write_jsonl(out / "questions.jsonl", questions); _write_jsonl(out / "answers_ref.jsonl", answers)
     _write_jsonl(out / "context.jsonl", anns)
     return len(questions)
+
+def world_layout(world: str | Path) -> Layout:
+    "The layout of the world written in folder `world` (its `world.json`; square when it names none)."
+    manifest = Path(world) / "world.json"
+    if not manifest.is_file(): raise FileNotFoundError(f"{manifest}: no such file (not a toy world folder?)")
+    return get_layout(json.loads(manifest.read_text()).get("layout", "square"))
 
 # %% ../nbs/13_toyworld.ipynb #e7061172
 def main(argv: list[str] | None = None) -> None:
@@ -370,11 +440,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-test", type=int, default=200, help="held-out scenes")
     p.add_argument("--seed", type=int, default=0, help="the world's seed")
     p.add_argument("--bench-scenes", type=int, default=30, help="held-out scenes in the LLaVA-Bench-form set (3 questions each)")
+    p.add_argument("--layout", default="square", choices=list(LAYOUTS), help="'square' scenes (48 x 48) or 'panorama's (144 x 48)")
     args = p.parse_args(argv)
     out = args.out or args.out_dir
     if out is None: p.error("give the folder to write into: --out DIR")
     if args.out and args.out_dir and args.out != args.out_dir: p.error(f"two output folders given: {args.out_dir} and --out {args.out}")
-    manifest = write_world(out, args.n_train, args.n_test, args.seed, args.bench_scenes)
+    manifest = write_world(out, args.n_train, args.n_test, args.seed, args.bench_scenes, args.layout)
     print(json.dumps(manifest, indent=2))
 
 # %% ../nbs/13_toyworld.ipynb #1bfdc1eb

@@ -242,3 +242,15 @@ def test_train_anyres_exit_status(tiny, tmp_path):
     proc = run(BIN / "llava_train", *command[:-1], tmp_path / "capped", "--image_max_tiles", 1)
     assert proc.returncode == 2 and "error: --image_max_tiles 1 leaves no pinpoint" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "capped").exists()
+
+
+def test_quickstart_anyres_comparison(quickstart):
+    "llava_quickstart --anyres-comparison in a finished quickstart's folder reuses its stage-0 bases, trains pad and anyres on panoramas and prints both."
+    out, first = quickstart
+    assert first.returncode == 0, first.stderr[-2000:]
+    proc = run(BIN / "llava_quickstart", "--out", out, "--size", "tiny", "--anyres-comparison")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for phase in ("world", "tokenizer", "clip", "lm"): assert f"[quickstart] {phase}: done before, skipped" in proc.stdout
+    assert "panorama_anyres_evaluate:" in proc.stdout and proc.stdout.count("overall") == 1, proc.stdout[-2000:]
+    summary = json.loads((out / "panorama" / "report" / "summary.json").read_text())
+    assert (summary["runs"]["pad"]["image_rows"], summary["runs"]["anyres"]["image_rows"]) == (9, 39)

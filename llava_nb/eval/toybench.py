@@ -19,11 +19,12 @@ from . import model_vqa
 from .eval_gpt_review_visual import llava_bench_path, review, review_jobs
 from .jsonl import read_jsonl
 from .summarize_gpt_review import summarize
-from ..toyworld import EXACT_SUFFIX, Scene, ask, scene_rng
+from ..mm_utils import KeywordsStoppingCriteria, process_images
+from ..toyworld import EXACT_SUFFIX, ask, scene_rng, world_layout
 
 # %% auto #0
-__all__ = ['normalize_answer', 'build_prompt', 'answer_questions', 'accuracy_table', 'exact_questions', 'run_toybench',
-           'toybench_table', 'run_toy_llava_bench', 'main', 'load_pretrained_model_for']
+__all__ = ['normalize_answer', 'build_prompt', 'generate_batch', 'answer_questions', 'accuracy_table', 'exact_questions',
+           'run_toybench', 'toybench_table', 'run_toy_llava_bench', 'main', 'load_pretrained_model_for']
 
 # %% ../../nbs/40_eval.toybench.ipynb #45082095
 def normalize_answer(text: str) -> str:
@@ -33,6 +34,23 @@ def normalize_answer(text: str) -> str:
 def build_prompt(question: str, conv_mode: str = "vicuna_v1") -> str:
     "The chat prompt for one image question (the image first, as the latest release puts it)."
     return model_vqa.build_prompt(question, conv_mode)
+
+@torch.inference_mode()
+def generate_batch(model, tokenizer, image_processor, prompts: list[str], images: list[Image.Image], stop_str: str,
+                   max_new_tokens: int = 8) -> list[str]:
+    "Greedy answers, one per prompt and image; an 'anyres' model gets `image_sizes` (the images' (width, height)) with its tiles."
+    if getattr(model.config, "image_aspect_ratio", None) != "anyres":
+        return model_vqa.generate_batch(model, tokenizer, image_processor, prompts, images, stop_str, temperature=0, max_new_tokens=max_new_tokens)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.unk_token_id
+    ids, mask = model_vqa.left_pad([model_vqa.encode_prompt(p, tokenizer, model) for p in prompts], pad)
+    pixels = process_images(images, image_processor, model.config)  # (B, 1 + tiles, 3, H, W), or a list when tile counts differ
+    pixels = pixels.to(model.device, model.dtype) if torch.is_tensor(pixels) else [p.to(model.device, model.dtype) for p in pixels]
+    stops = [KeywordsStoppingCriteria([stop_str], tokenizer)] if stop_str and stop_str != tokenizer.eos_token else None
+    out = model.generate(ids.to(model.device), images=pixels, image_sizes=[image.size for image in images],
+                         attention_mask=mask.to(model.device), do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                         stopping_criteria=stops, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, use_cache=True)
+    texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    return [t.split(stop_str)[0].strip() if stop_str and stop_str in t else t for t in texts]
 
 def answer_questions(model, tokenizer, image_processor, questions: list[dict], image_folder: str | Path, conv_mode: str = "vicuna_v1",
                      batch_size: int = 64, max_new_tokens: int = 8, blank: bool = False, progress: bool = True) -> list[dict]:
@@ -44,7 +62,7 @@ def answer_questions(model, tokenizer, image_processor, questions: list[dict], i
         images = [load_image(image_folder / q["image"]) for q in chunk]
         if blank: images = [Image.new("RGB", im.size, "white") for im in images]
         prompts = [model_vqa.build_prompt(q["text"], conv_mode, model) for q in chunk]
-        texts = model_vqa.generate_batch(model, tokenizer, image_processor, prompts, images, stop, temperature=0, max_new_tokens=max_new_tokens)
+        texts = generate_batch(model, tokenizer, image_processor, prompts, images, stop, max_new_tokens)
         out += [{**q, "prediction": t} for q, t in zip(chunk, texts)]
     return out
 
@@ -63,11 +81,11 @@ def exact_questions(world: str | Path, split: str = "test") -> list[dict]:
     world = Path(world)
     if split == "test": return read_jsonl(world / "bench_exact.jsonl", required=("question_id", "image", "text", "category", "answer"))
     if split != "train": raise ValueError(f"--split {split!r}: expected 'test' or 'train'")
-    seed = json.loads((world / "world.json").read_text())["seed"]
+    seed, layout = json.loads((world / "world.json").read_text())["seed"], world_layout(world)
     questions = []
     for i, row in enumerate(read_jsonl(world / "scenes_train.jsonl", required=("image", "scene"))):
-        scene = Scene.from_dict(row["scene"])
-        for qa in ask(scene, scene_rng(seed + 11, "train", i)):
+        scene = layout.scene_type.from_dict(row["scene"])
+        for qa in ask(scene, scene_rng(seed + 11, "train", i, layout.stream)):
             questions.append({"question_id": len(questions), "image": row["image"], "text": qa.question + EXACT_SUFFIX,
                               "category": qa.type, "answer": qa.answer})
     return questions
