@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from PIL import Image
@@ -28,7 +29,7 @@ from PIL import Image
 from ..core import DEFAULT_IMAGE_TOKEN, ArgumentParser, image_to_base64, load_image, user_errors
 from ..mm_utils import get_model_name_from_path
 from .controller import ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, free_port, logger
-from .edge import Limits, bearer, has_key, run_server
+from .edge import Limits, bearer, has_key, server_config
 from .model_worker import GenerationRequest, ModelWorker, make_worker_app
 
 # %% auto #0
@@ -478,6 +479,10 @@ def start_vllm(args: argparse.Namespace, name: str) -> VLLMServer:
     log = args.vllm_log or cache / "logs" / f"vllm_{port}.log"
     return VLLMServer(folder, name, port, args.vllm_python, log, args.dtype, args.max_model_len, extra).start(args.startup_timeout)
 
+def _stop_on_sigterm(signum, frame):
+    "After its graceful shutdown uvicorn raises the SIGTERM it caught again: exit through `main`'s `finally`, which stops vLLM."
+    raise SystemExit(0)
+
 def main(argv: list[str] | None = None):
     "Run a vLLM worker: connect to (or start) vLLM, register with the controller, serve the reference's worker endpoints."
     args = vllm_worker_arg_parser().parse_args(argv)
@@ -496,14 +501,16 @@ def main(argv: list[str] | None = None):
                             worker_addr=args.worker_address or f"http://{host}:{args.port}", no_register=args.no_register,
                             heart_beat_interval=args.heart_beat_interval, stream_interval=args.stream_interval, conv_mode=args.conv_mode,
                             worker_key=args.worker_key, limits=Limits(max_body_bytes=int(args.max_request_mb * 2**20), max_images=args.max_images))
+        http = uvicorn.Server(server_config(make_vllm_worker_app(worker), args.host, args.port, args.log_level))
         if server:
             def vllm_exited(cause: str):  # nothing can serve this worker's requests: stop, so the controller drops it
                 died.append(cause)
                 engine.down = cause
                 logger.error(cause)
-                os.kill(os.getpid(), signal.SIGTERM)
+                http.should_exit = True
             server.watch(vllm_exited)
-        run_server(make_vllm_worker_app(worker), args.host, args.port, args.log_level)
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        http.run()
     finally:
         if server: server.stop()
     if died: raise SystemExit(f"vllm_worker: error: {died[0]}")
