@@ -49,6 +49,13 @@ def vllm_ready_checkpoint(root):
 def post(url, **kw): return httpx.post(url, timeout=30, **kw)
 
 
+def group_alive(pgid: int) -> bool:
+    "Whether any process of the process group `pgid` (vLLM's server and its engine processes) is still running."
+    try: os.killpg(pgid, 0)
+    except ProcessLookupError: return False
+    return True
+
+
 def wait_until(condition, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -123,6 +130,8 @@ def stack(tmp_path_factory):
         yield s
     finally:
         for proc in reversed(list(procs.values())): stop_server(proc)
+    if "details" in s:  # the vLLM this worker started is gone with all its processes, whether the worker stopped or vLLM was killed
+        wait_until(lambda: not group_alive(s["details"]["engine"]["pid"]), 30, "vLLM's processes ended")
 
 
 def test_both_workers_registered(stack):
@@ -305,4 +314,5 @@ def test_vllm_server_killed_mid_stream(stack):
     assert worker.wait(60) == 1  # the worker exits with an error
     log = (stack["root"] / "vllm_worker.log").read_text()
     assert f"the vLLM server this worker started (pid {pid}) exited" in log, log[-3000:]
+    assert not group_alive(pid)  # its engine processes, which outlive a killed server, were ended too
     wait_until(lambda: not post(stack["controller"] + "/list_models").json()["models"], 30, "the worker dropped")

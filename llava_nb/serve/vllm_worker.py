@@ -392,8 +392,16 @@ class VLLMServer:
                                     "(tools/vllm_env.sh), or pass --vllm-python")
         env = {**os.environ, **{k: v for k, v in VLLM_ENV_DEFAULTS.items() if k not in os.environ}}
         logger.info(f"starting vLLM: {shlex.join(self.command())} (log: {self.log_path})")
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        with open(self.log_path, "ab") as log:  # its own process group, so that its engine processes can be stopped with it
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+        try: self._wait_ready(timeout)
+        except BaseException:  # vLLM failed, or the worker was interrupted while waiting: leave nothing running
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
         start = time.time()
         while time.time() - start < timeout:
             if self.proc.poll() is not None:
@@ -403,27 +411,39 @@ class VLLMServer:
                 if httpx.get(self.url + "/health", timeout=2.0).status_code == 200:
                     self.startup_seconds = time.time() - start
                     logger.info(f"vLLM is ready at {self.url} after {self.startup_seconds:.0f} s")
-                    return self
+                    return
             except httpx.HTTPError: pass
             time.sleep(1.0)
-        self.stop()
         raise TimeoutError(f"vLLM did not answer {self.url}/health within {timeout:g} s; the end of its log ({self.log_path}):\n{self.log_tail()}")
 
     def stop(self, timeout: float = 30.0) -> None:
-        "Stop vLLM by its process id (SIGTERM, which stops its engine processes too; SIGKILL after `timeout`)."
+        "Stop vLLM by its process id: SIGTERM (its server then stops its engine processes), SIGKILL after `timeout`; then what is left of its group."
         self.stopping = True
-        if self.proc is None or self.proc.poll() is not None: return
-        self.proc.terminate()
-        try: self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is None: return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try: self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.end_group()
+
+    def end_group(self, grace: float = 10.0) -> None:
+        "SIGTERM, then SIGKILL, to what is left of vLLM's process group: its engine processes outlive a server killed with SIGKILL."
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try: os.killpg(self.proc.pid, sig)
+            except ProcessLookupError: return
+            deadline = time.time() + grace
+            while time.time() < deadline:
+                try: os.killpg(self.proc.pid, 0)
+                except ProcessLookupError: return
+                time.sleep(0.2)
 
     def watch(self, on_exit: Callable[[str], None], interval: float = 1.0) -> threading.Thread:
         "Call `on_exit(cause)` from a thread if vLLM exits while it is not being stopped."
         def run():
             while self.proc.poll() is None: time.sleep(interval)
-            if not self.stopping:
+            if not self.stopping:  # `stop` then ends what is left of its group
                 on_exit(f"the vLLM server this worker started (pid {self.proc.pid}) exited with code {self.proc.returncode}; "
                         f"the end of its log ({self.log_path}):\n{self.log_tail(2000)}")
         thread = threading.Thread(target=run, name="vllm-watch", daemon=True)
@@ -489,6 +509,7 @@ def main(argv: list[str] | None = None):
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     name = args.model_name or (get_model_name_from_path(args.model_path) if args.model_path else None)
     server, died = None, []
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a SIGTERM while vLLM starts stops it too
     try:
         with user_errors():
             try:
@@ -509,7 +530,6 @@ def main(argv: list[str] | None = None):
                 logger.error(cause)
                 http.should_exit = True
             server.watch(vllm_exited)
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         http.run()
     finally:
         if server: server.stop()
