@@ -64,4 +64,4 @@ step "checking that vLLM's OpenAI server imports"
 "$VENV/bin/python" -c "import torch, torchvision, vllm, vllm.entrypoints.openai.api_server; print('[vllm-env] vllm', vllm.__version__, 'torch', torch.__version__, 'torchvision', torchvision.__version__)"
 
 sha1sum "$0" | cut -c1-40 > "$STAMP"
-step "ready: $VENV/bin/python ($(du -sh "$VENV" | cut -f1)); took $((SECONDS - START)) s"
+echo "[vllm-env] ready: $VENV/bin/python ($(du -sh "$VENV" | cut -f1)) in $((SECONDS - START)) s"
