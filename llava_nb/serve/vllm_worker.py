@@ -36,7 +36,8 @@ from .model_worker import GenerationRequest, ModelWorker, make_worker_app
 __all__ = ['RAW_TEMPLATE', 'MAX_NEW_TOKENS_LIMIT', 'VLLM_ENV_DEFAULTS', 'vllm_prompt', 'image_gap', 'sampling_params',
            'image_data_url', 'chat_body', 'is_llava_hf', 'add_tokenizer_json', 'serving_folder', 'VLLMError',
            'error_from_vllm', 'sse_events', 'VLLMEngine', 'VLLMWorker', 'make_vllm_worker_app', 'vllm_env_dir',
-           'VLLMServer', 'vllm_worker_arg_parser', 'start_vllm', 'main']
+           'vllm_python', 'VLLMServer', 'vllm_worker_arg_parser', 'start_vllm', 'connect_engine', 'worker_from_args',
+           'main']
 
 # %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c007
 RAW_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"  # the prompt as it is (vLLM adds BOS)
@@ -268,7 +269,8 @@ def _vllm_finish(engine: VLLMEngine, req: GenerationRequest, reason: str, text: 
 def _stream(engine: VLLMEngine, req: GenerationRequest) -> tuple[str, str | None]:
     "Stream vLLM's answer to `req` into its callback: (text, vLLM's finish_reason); the reason is None if the client left."
     text, finish = "", None
-    with engine.client.stream("POST", engine.url + "/v1/chat/completions", json=chat_body(req, engine.model, engine.gap, engine.context_len)) as r:
+    body = chat_body(req, engine.model, engine.gap, engine.context_len)
+    with engine.client.stream("POST", engine.url + "/v1/chat/completions", json=body) as r:
         if r.status_code != 200: raise error_from_vllm(engine.url, r.status_code, r.read())
         for event in sse_events(r.iter_lines()):
             if req.cancelled: return text, None  # closing the connection makes vLLM abort the request
@@ -349,6 +351,13 @@ def vllm_env_dir() -> Path:
     env = Path(os.environ.get("LLAVA_NB_VLLM", ".vllm"))
     return env if env.is_absolute() else Path(llava_nb.__file__).resolve().parents[1] / env
 
+def vllm_python(python: str | Path | None = None) -> Path:
+    "The vLLM environment's interpreter (`python`, else `vllm_env_dir()/bin/python`); a missing one is named with the command that builds it."
+    path = Path(python) if python else vllm_env_dir() / "bin" / "python"
+    if not path.exists():
+        raise FileNotFoundError(f"no vLLM environment: {path} does not exist; build it with `make vllm-env` (tools/vllm_env.sh), or pass --vllm-python")
+    return path
+
 def _die_with_parent() -> None:
     "Run in the child before it starts: SIGTERM when the worker that started it dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."
     try:
@@ -387,9 +396,7 @@ class VLLMServer:
 
     def start(self, timeout: float = 900.0) -> VLLMServer:
         "Start vLLM and wait until it answers `/health`; raises with the end of its log if it exits or takes longer than `timeout`."
-        if not self.python.exists():
-            raise FileNotFoundError(f"no vLLM environment: {self.python} does not exist; build it with `make vllm-env` "
-                                    "(tools/vllm_env.sh), or pass --vllm-python")
+        vllm_python(self.python)
         env = {**os.environ, **{k: v for k, v in VLLM_ENV_DEFAULTS.items() if k not in os.environ}}
         logger.info(f"starting vLLM: {shlex.join(self.command())} (log: {self.log_path})")
         with open(self.log_path, "ab") as log:  # its own process group, so that its engine processes can be stopped with it
@@ -490,6 +497,7 @@ def vllm_worker_arg_parser() -> argparse.ArgumentParser:
 # %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c044
 def start_vllm(args: argparse.Namespace, name: str) -> VLLMServer:
     "Convert `--model-path` if needed and start vLLM on it, served as `name`."
+    python = vllm_python(args.vllm_python)  # before converting: a missing environment is found at once
     cache = Path(args.converted_dir).expanduser()
     folder = serving_folder(args.model_path, cache, args.model_base)
     extra = shlex.split(args.vllm_args)
@@ -497,7 +505,24 @@ def start_vllm(args: argparse.Namespace, name: str) -> VLLMServer:
     (cache / "logs").mkdir(parents=True, exist_ok=True)
     port = args.vllm_port or free_port()
     log = args.vllm_log or cache / "logs" / f"vllm_{port}.log"
-    return VLLMServer(folder, name, port, args.vllm_python, log, args.dtype, args.max_model_len, extra).start(args.startup_timeout)
+    return VLLMServer(folder, name, port, python, log, args.dtype, args.max_model_len, extra).start(args.startup_timeout)
+
+def connect_engine(args: argparse.Namespace, name: str | None) -> tuple[VLLMEngine, VLLMServer | None]:
+    "The engine the arguments ask for: vLLM at `--vllm-url`, or one started from `--model-path` (stopped again if connecting fails)."
+    server = start_vllm(args, name) if args.model_path else None
+    url, model = (server.url, name) if server else (args.vllm_url, args.vllm_model)
+    try: return VLLMEngine(url, model, args.vllm_api_key, name, args.vllm_timeout, args.limit_model_concurrency).connect(), server
+    except BaseException:
+        if server: server.stop()
+        raise
+
+def worker_from_args(args: argparse.Namespace, engine: VLLMEngine, server: VLLMServer | None) -> VLLMWorker:
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    limits = Limits(max_body_bytes=int(args.max_request_mb * 2**20), max_images=args.max_images)
+    return VLLMWorker(engine, vllm_pid=server.proc.pid if server else None, controller_addr=args.controller_address,
+                      worker_addr=args.worker_address or f"http://{host}:{args.port}", no_register=args.no_register,
+                      heart_beat_interval=args.heart_beat_interval, stream_interval=args.stream_interval, conv_mode=args.conv_mode,
+                      worker_key=args.worker_key, limits=limits)
 
 def _stop_on_sigterm(signum, frame):
     "After its graceful shutdown uvicorn raises the SIGTERM it caught again: exit through `main`'s `finally`, which stops vLLM."
@@ -507,22 +532,14 @@ def main(argv: list[str] | None = None):
     "Run a vLLM worker: connect to (or start) vLLM, register with the controller, serve the reference's worker endpoints."
     args = vllm_worker_arg_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    name = args.model_name or (get_model_name_from_path(args.model_path) if args.model_path else None)
-    server, died = None, []
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # a SIGTERM while vLLM starts stops it too
+    name = args.model_name or (get_model_name_from_path(args.model_path) if args.model_path else None)
+    with user_errors():  # a --model-path that is not a checkpoint, no vLLM environment: one line, status 2
+        try: engine, server = connect_engine(args, name)
+        except (VLLMError, RuntimeError, TimeoutError) as e: raise SystemExit(f"vllm_worker: error: {e}") from None
+    died = []
     try:
-        with user_errors():
-            try:
-                if args.model_path: server = start_vllm(args, name)
-                engine = VLLMEngine(server.url if server else args.vllm_url, args.vllm_model if not server else name, args.vllm_api_key,
-                                    name, args.vllm_timeout, args.limit_model_concurrency).connect()
-            except (VLLMError, RuntimeError, TimeoutError) as e: raise SystemExit(f"vllm_worker: error: {e}") from None
-        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-        worker = VLLMWorker(engine, vllm_pid=server.proc.pid if server else None, controller_addr=args.controller_address,
-                            worker_addr=args.worker_address or f"http://{host}:{args.port}", no_register=args.no_register,
-                            heart_beat_interval=args.heart_beat_interval, stream_interval=args.stream_interval, conv_mode=args.conv_mode,
-                            worker_key=args.worker_key, limits=Limits(max_body_bytes=int(args.max_request_mb * 2**20), max_images=args.max_images))
-        http = uvicorn.Server(server_config(make_vllm_worker_app(worker), args.host, args.port, args.log_level))
+        http = uvicorn.Server(server_config(make_vllm_worker_app(worker_from_args(args, engine, server)), args.host, args.port, args.log_level))
         if server:
             def vllm_exited(cause: str):  # nothing can serve this worker's requests: stop, so the controller drops it
                 died.append(cause)
