@@ -459,7 +459,8 @@ class VLLMServer:
 
 # %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c043
 def vllm_worker_arg_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description="llava_nb vLLM worker: the reference's worker protocol in front of a vLLM OpenAI server")
+    p = ArgumentParser(prog="python -m llava_nb.serve.vllm_worker",
+                       description="llava_nb vLLM worker: the reference's worker protocol in front of a vLLM OpenAI server")
     p.add_argument("--host", type=str, default="127.0.0.1")
     p.add_argument("--port", type=int, default=21002)
     p.add_argument("--worker-address", "--worker", dest="worker_address", type=str, default=None,
