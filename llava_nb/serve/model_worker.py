@@ -40,7 +40,8 @@ from .edge import BadRequest, Limits, StopMatcher, bearer, check_generate_params
 # %% auto #0
 __all__ = ['KEEP_ALIVE', 'RequestError', 'PromptTooLong', 'GenerationRequest', 'sample_next', 'detokenize_step',
            'detokenize_flush', 'detokenize', 'merge_caches', 'trim_left', 'BatchEngine', 'decode_base64_image',
-           'parse_generate_params', 'ModelWorker', 'make_worker_app', 'worker_arg_parser', 'load_worker', 'main']
+           'parse_generate_params', 'ModelWorker', 'make_worker_app', 'add_worker_protocol_args', 'worker_arg_parser',
+           'load_worker', 'main']
 
 # %% ../../nbs/32_serve.model_worker.ipynb #ba3f3e99
 class RequestError(ValueError):
@@ -598,33 +599,37 @@ def make_worker_app(worker: ModelWorker) -> FastAPI:
     return app
 
 # %% ../../nbs/32_serve.model_worker.ipynb #99e9dcd0
-def worker_arg_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description="llava_nb model worker: one model behind the reference's worker protocol, batched")
+def add_worker_protocol_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "The flags every worker of the reference's protocol takes (this one and `llava_nb.serve.vllm_worker`): addresses, keys, limits."
     p.add_argument("--host", type=str, default="127.0.0.1")
     p.add_argument("--port", type=int, default=21002)
     p.add_argument("--worker-address", "--worker", dest="worker_address", type=str, default=None,
                    help="the address the controller uses to reach this worker (default http://HOST:PORT)")
     p.add_argument("--controller-address", "--controller", dest="controller_address", type=str, default="http://127.0.0.1:21001")
+    p.add_argument("--stream-interval", type=int, default=1)
+    p.add_argument("--no-register", action="store_true")
+    p.add_argument("--heart-beat-interval", type=float, default=WORKER_HEART_BEAT_INTERVAL)
+    p.add_argument("--conv-mode", type=str, default=None, help="the conversation template clients should use (default: from the model name)")
+    p.add_argument("--worker-key", type=str, default=os.environ.get("LLAVA_WORKER_KEY"),
+                   help="sent to the controller to register and beat, and required from callers of this worker (env LLAVA_WORKER_KEY)")
+    p.add_argument("--max-request-mb", type=float, default=Limits.max_body_bytes / 2**20, help="largest request body, in MiB")
+    p.add_argument("--max-images", type=int, default=Limits.max_images, help="images in one request")
+    p.add_argument("--log-level", type=str, default="info")
+    return p
+
+def worker_arg_parser() -> argparse.ArgumentParser:
+    p = add_worker_protocol_args(ArgumentParser(description="llava_nb model worker: one model behind the reference's worker protocol, batched"))
     p.add_argument("--model-path", type=str, required=True)
     p.add_argument("--model-base", type=str, default=None)
     p.add_argument("--model-name", type=str, default=None)
     p.add_argument("--device", type=str, default=None, help="cuda, cpu or mps (default: the best available)")
     p.add_argument("--multi-modal", action="store_true", help="accepted for the seed's commands; images are enabled by the checkpoint itself")
     p.add_argument("--limit-model-concurrency", type=int, default=5, help="requests decoded together in one batch")
-    p.add_argument("--stream-interval", type=int, default=1)
-    p.add_argument("--no-register", action="store_true")
     p.add_argument("--load-8bit", action="store_true")
     p.add_argument("--load-4bit", action="store_true")
     p.add_argument("--use-flash-attn", action="store_true")
     p.add_argument("--num-gpus", type=int, default=1)
-    p.add_argument("--heart-beat-interval", type=float, default=WORKER_HEART_BEAT_INTERVAL)
-    p.add_argument("--conv-mode", type=str, default=None, help="the conversation template clients should use (default: from the model name)")
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest for tiny models on a busy machine)")
-    p.add_argument("--worker-key", type=str, default=os.environ.get("LLAVA_WORKER_KEY"),
-                   help="sent to the controller to register and beat, and required from callers of this worker (env LLAVA_WORKER_KEY)")
-    p.add_argument("--max-request-mb", type=float, default=Limits.max_body_bytes / 2**20, help="largest request body, in MiB")
-    p.add_argument("--max-images", type=int, default=Limits.max_images, help="images in one request")
-    p.add_argument("--log-level", type=str, default="info")
     return p
 
 def load_worker(args: argparse.Namespace) -> ModelWorker:

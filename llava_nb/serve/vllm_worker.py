@@ -28,9 +28,9 @@ from PIL import Image
 
 from ..core import DEFAULT_IMAGE_TOKEN, ArgumentParser, image_to_base64, load_image, user_errors
 from ..mm_utils import get_model_name_from_path
-from .controller import ERROR_OK, ERROR_WORKER, WORKER_HEART_BEAT_INTERVAL, free_port, logger
+from .controller import ERROR_OK, ERROR_WORKER, free_port, logger
 from .edge import Limits, bearer, has_key, server_config
-from .model_worker import GenerationRequest, ModelWorker, make_worker_app
+from .model_worker import GenerationRequest, ModelWorker, add_worker_protocol_args, make_worker_app
 
 # %% auto #0
 __all__ = ['RAW_TEMPLATE', 'MAX_NEW_TOKENS_LIMIT', 'VLLM_ENV_DEFAULTS', 'vllm_prompt', 'image_gap', 'sampling_params',
@@ -459,13 +459,8 @@ class VLLMServer:
 
 # %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c043
 def vllm_worker_arg_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m llava_nb.serve.vllm_worker",
-                       description="llava_nb vLLM worker: the reference's worker protocol in front of a vLLM OpenAI server")
-    p.add_argument("--host", type=str, default="127.0.0.1")
-    p.add_argument("--port", type=int, default=21002)
-    p.add_argument("--worker-address", "--worker", dest="worker_address", type=str, default=None,
-                   help="the address the controller uses to reach this worker (default http://HOST:PORT)")
-    p.add_argument("--controller-address", "--controller", dest="controller_address", type=str, default="http://127.0.0.1:21001")
+    description = "llava_nb vLLM worker: the reference's worker protocol in front of a vLLM OpenAI server"
+    p = add_worker_protocol_args(ArgumentParser(prog="python -m llava_nb.serve.vllm_worker", description=description))
     engine = p.add_mutually_exclusive_group(required=True)
     engine.add_argument("--vllm-url", type=str, default=None, help="a running vLLM OpenAI server (started with --trust-request-chat-template)")
     engine.add_argument("--model-path", type=str, default=None,
@@ -484,15 +479,6 @@ def vllm_worker_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for vLLM to answer")
     p.add_argument("--vllm-timeout", type=float, default=600.0, help="seconds vLLM may send nothing in the middle of an answer")
     p.add_argument("--limit-model-concurrency", type=int, default=None, help="sequences vLLM decodes together (its --max-num-seqs)")
-    p.add_argument("--stream-interval", type=int, default=1)
-    p.add_argument("--no-register", action="store_true")
-    p.add_argument("--heart-beat-interval", type=float, default=WORKER_HEART_BEAT_INTERVAL)
-    p.add_argument("--conv-mode", type=str, default=None, help="the conversation template clients should use (default: from the model name)")
-    p.add_argument("--worker-key", type=str, default=os.environ.get("LLAVA_WORKER_KEY"),
-                   help="sent to the controller to register and beat, and required from callers of this worker (env LLAVA_WORKER_KEY)")
-    p.add_argument("--max-request-mb", type=float, default=Limits.max_body_bytes / 2**20, help="largest request body, in MiB")
-    p.add_argument("--max-images", type=int, default=Limits.max_images, help="images in one request")
-    p.add_argument("--log-level", type=str, default="info")
     return p
 
 # %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c044
