@@ -12,7 +12,6 @@ import binascii
 import hashlib
 import os
 import re
-import uuid
 from contextlib import asynccontextmanager
 
 import httpx
@@ -72,7 +71,6 @@ class Worker:
         self.no_register, self.heart_beat_interval = no_register, heart_beat_interval
         self.stream_interval, self.conv_mode = stream_interval, conv_mode
         self.worker_key, self.limits, self.keep_alive = worker_key, limits, keep_alive
-        self.worker_id = uuid.uuid4().hex[:6]
 
     @property
     def origin(self) -> str: return f"{self.engine.label} ({self.model_name})"
