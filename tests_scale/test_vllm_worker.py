@@ -148,7 +148,7 @@ def test_prompt_tokens_equal_llava_nb(stack):
     from llava_nb.core import IMAGE_TOKEN_INDEX
     from llava_nb.mm_utils import tokenizer_image_token
     from llava_nb.serve.vllm_worker import chat_body
-    from llava_nb.serve.model_worker import GenerationRequest
+    from llava_nb.serve.engine import GenerationRequest
     from llava_nb.tokenizer import load_tokenizer
     tokenizer = load_tokenizer(stack["ckpt"])
     for prompt in PROMPTS:

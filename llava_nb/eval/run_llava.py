@@ -16,7 +16,7 @@ from ..conversation import conv_templates, get_conv_template, stop_string
 from ..core import (ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, ArgumentParser, load_image,
                            number_arg, user_errors)
 from ..mm_utils import get_model_name_from_path
-from ..serve.model_worker import BatchEngine, GenerationRequest
+from ..serve.engine import BatchEngine, GenerationRequest
 
 # %% auto #0
 __all__ = ['IMAGE_PLACEHOLDER', 'default_conv_mode', 'build_prompt', 'LlavaModel', 'answer_batch', 'run_llava_parser',

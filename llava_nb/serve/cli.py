@@ -11,7 +11,7 @@ from typing import Callable, TextIO
 from ..core import ANY_ADDRESS, DEFAULT_IMAGE_TOKEN, ArgumentParser, load_image, number_arg, user_errors
 from ..conversation import conv_templates, get_conv_template, SeparatorStyle, stop_string
 from ..eval.run_llava import LlavaModel, default_conv_mode
-from .model_worker import GenerationRequest
+from .engine import GenerationRequest
 
 # %% auto #0
 __all__ = ['chat_loop', 'main']

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import logging
@@ -22,22 +21,20 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import httpx
 import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from PIL import Image
 
 from ..core import DEFAULT_IMAGE_TOKEN, ArgumentParser, image_to_base64, load_image, user_errors
 from ..mm_utils import get_model_name_from_path
-from .controller import ERROR_OK, ERROR_WORKER, free_port, logger
-from .edge import Limits, bearer, has_key, server_config
-from .model_worker import GenerationRequest, ModelWorker, add_worker_protocol_args, make_worker_app
+from .controller import free_port, logger
+from .edge import bearer, server_config
+from .engine import Engine, GenerationRequest, RequestError, check_image_count
+from .worker_protocol import add_worker_protocol_args, make_worker_app, worker_from_args
 
 # %% auto #0
 __all__ = ['RAW_TEMPLATE', 'MAX_NEW_TOKENS_LIMIT', 'VLLM_ENV_DEFAULTS', 'vllm_prompt', 'image_gap', 'sampling_params',
            'image_data_url', 'chat_body', 'is_llava_hf', 'add_tokenizer_json', 'serving_folder', 'VLLMError',
-           'error_from_vllm', 'sse_events', 'VLLMEngine', 'VLLMWorker', 'make_vllm_worker_app', 'vllm_env_dir',
-           'vllm_python', 'VLLMServer', 'vllm_worker_arg_parser', 'start_vllm', 'connect_engine', 'worker_from_args',
-           'main']
+           'error_from_vllm', 'sse_events', 'VLLMEngine', 'vllm_env_dir', 'vllm_python', 'VLLMServer',
+           'vllm_worker_arg_parser', 'start_vllm', 'connect_engine', 'main']
 
 # %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c007
 RAW_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"  # the prompt as it is (vLLM adds BOS)
@@ -165,8 +162,9 @@ def sse_events(lines: Iterable[str]) -> Iterator[dict]:
         except ValueError: raise VLLMError(f"vLLM sent an event that is not JSON: {data[:120]!r}") from None
 
 # %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c021
-class VLLMEngine:
+class VLLMEngine(Engine):
     "Forwards `GenerationRequest`s to a vLLM OpenAI server, streaming its answers into each request's callback."
+    label = "vLLM worker"
     def __init__(self, url: str,  # the vLLM server, e.g. http://127.0.0.1:8000
                  model: str | None = None,  # vLLM's name for the model (default: the first it lists)
                  api_key: str | None = None,  # vLLM's --api-key
@@ -174,15 +172,14 @@ class VLLMEngine:
                  read_timeout: float = 600.0,  # seconds vLLM may send nothing in the middle of an answer
                  max_batch_size: int | None = None,  # vLLM's --max-num-seqs, when known (reported in /model_details)
                  client: httpx.Client | None = None):
-        self.url, self.model, self.model_name, self.max_batch_size = url.rstrip("/"), model, model_name, max_batch_size
-        self.read_timeout = read_timeout
+        super().__init__(model_name, max_batch_size=max_batch_size)  # the context and the name are learnt by `connect`
+        self.url, self.model, self.read_timeout = url.rstrip("/"), model, read_timeout
         self.client = client or httpx.Client(timeout=httpx.Timeout(10.0, read=read_timeout), headers=bearer(api_key),
                                              limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
-        self.context_len, self.gap, self.has_vision = 2048, "", True  # set by `connect`
+        self.gap = ""  # set by `connect`
         self.down: str | None = None  # why vLLM cannot be used now (None: it answers)
-        self.active = 0
+        self.server_pid: int | None = None  # the vLLM server's process, when this worker started it
         self.stats = {"requests": 0, "errors": 0, "completion_tokens": 0}
-        self.lock = threading.Lock()
 
     def _json(self, method: str, path: str, **kwargs) -> dict:
         try: r = self.client.request(method, self.url + path, timeout=30.0, **kwargs)
@@ -210,7 +207,8 @@ class VLLMEngine:
         logger.info(f"vLLM at {self.url} serves {self.model} (context {self.context_len}); image gap {self.gap!r}")
         return self
 
-    def check_health(self) -> str | None:
+    # ---- the engine interface
+    def health(self) -> str | None:
         "None if vLLM answers `/health`, else why not (kept in `down`)."
         try:
             r = self.client.get(self.url + "/health", timeout=5.0)
@@ -218,54 +216,32 @@ class VLLMEngine:
         except httpx.HTTPError as e: self.down = f"vLLM at {self.url} does not answer ({type(e).__name__}: {e})"
         return self.down
 
-    @property
-    def queue_length(self) -> int: return self.active
+    def details(self) -> dict:
+        return {"engine": {"name": "vllm", "url": self.url, "model": self.model, "image_gap": self.gap,
+                           "pid": self.server_pid, **self.stats}}
 
-    def submit(self, req: GenerationRequest) -> GenerationRequest:
-        "Forward `req` (from any thread); updates go to `req.callback`, `req.done` is set at the end."
-        with self.lock:
-            self.active += 1
-            self.stats["requests"] += 1
+    def start(self, req: GenerationRequest) -> None:
+        "Forward `req` to vLLM from a thread of its own."
+        with self.lock: self.stats["requests"] += 1
         threading.Thread(target=self._run, args=(req,), name="vllm-request", daemon=True).start()
-        return req
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
-        "Submit several requests and wait for all."
-        for r in requests: self.submit(r)
-        for r in requests: r.done.wait()
-        return list(requests)
+    def finish(self, req: GenerationRequest, reason: str, text: str | None = None, error: str | None = None,
+               error_type: str = "invalid_request") -> None:
+        with self.lock:
+            self.stats["completion_tokens"] += req.completion_tokens
+            self.stats["errors"] += error is not None
+        super().finish(req, reason, text, error, error_type)
 
     def _run(self, req: GenerationRequest) -> None:
         "Forward one request (in its thread); whatever fails ends this request alone, with its cause."
         try: _forward(self, req)
-        except VLLMError as e: _vllm_finish(self, req, "error", error=f"vLLM worker ({self.model_name}): {e}", error_type=e.error_type)
+        except (VLLMError, RequestError) as e:
+            self.finish(req, "error", error=f"{self.origin}: {e}", error_type=getattr(e, "error_type", "invalid_request"))
         except Exception as e:
             logger.exception("forwarding a request to vLLM failed")
-            _vllm_finish(self, req, "error", error=f"vLLM worker ({self.model_name}) failed: {type(e).__name__}: {e}", error_type="server_error")
+            self.finish(req, "error", error=f"{self.origin} failed: {type(e).__name__}: {e}", error_type="server_error")
 
 # %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c022
-def _emit(req: GenerationRequest, text: str) -> None:
-    if req.callback is None: return
-    try: req.callback({"text": req.prompt + text, "error_code": ERROR_OK, "usage": req.usage(), "finish_reason": None})
-    except Exception as e: logger.error(f"update callback failed: {e}")
-
-def _vllm_finish(engine: VLLMEngine, req: GenerationRequest, reason: str, text: str = "", error: str | None = None,
-                 error_type: str = "invalid_request") -> None:
-    "End `req` as llava_nb's engine does: its last update (or its error chunk), `done` set."
-    req.finish_reason, req.text = reason, text
-    update = {"text": req.prompt + text, "error_code": ERROR_OK, "usage": req.usage(), "finish_reason": reason}
-    if error is not None:
-        req.error = error
-        update = {"text": error, "error_code": ERROR_WORKER, "finish_reason": "error", "error_type": error_type}
-    if req.callback is not None:
-        try: req.callback(update)
-        except Exception as e: logger.error(f"update callback failed: {e}")
-    with engine.lock:
-        engine.active -= 1
-        engine.stats["completion_tokens"] += req.completion_tokens
-        engine.stats["errors"] += error is not None
-    req.done.set()
-
 def _stream(engine: VLLMEngine, req: GenerationRequest) -> tuple[str, str | None]:
     "Stream vLLM's answer to `req` into its callback: (text, vLLM's finish_reason); the reason is None if the client left."
     text, finish = "", None
@@ -281,66 +257,21 @@ def _stream(engine: VLLMEngine, req: GenerationRequest) -> tuple[str, str | None
             for choice in event.get("choices") or []:
                 text += (choice.get("delta") or {}).get("content") or ""
                 finish = choice.get("finish_reason") or finish
-            if event.get("choices") and finish is None and req.completion_tokens % max(1, req.stream_interval) == 0: _emit(req, text)
+            if event.get("choices") and finish is None and req.completion_tokens % max(1, req.stream_interval) == 0: engine.emit(req, text)
     return text, finish or ""  # '': the stream ended without saying why
 
 def _forward(engine: VLLMEngine, req: GenerationRequest) -> None:
-    n_slots = req.prompt.count(DEFAULT_IMAGE_TOKEN)
-    if len(req.images) != n_slots:
-        raise VLLMError(f"the prompt has {n_slots} <image> placeholder(s) but {len(req.images)} image(s) were sent: "
-                        "send exactly one image per <image> in the prompt, in order", "invalid_request")
-    if int(req.max_new_tokens) < 1: return _vllm_finish(engine, req, "length")
+    check_image_count(req)
+    if int(req.max_new_tokens) < 1: return engine.finish(req, "length", "")
     try: text, finish = _stream(engine, req)
     except httpx.ReadTimeout: raise VLLMError(f"vLLM at {engine.url} sent nothing for {engine.read_timeout:g} s") from None
     except httpx.ConnectError as e: raise VLLMError(f"vLLM at {engine.url} could not be reached ({type(e).__name__}: {e})") from None
     except httpx.HTTPError as e: raise VLLMError(f"the connection to vLLM at {engine.url} broke during generation ({type(e).__name__}: {e})") from None
-    if finish is None: return _vllm_finish(engine, req, "cancelled", text)
+    if finish is None: return engine.finish(req, "cancelled", text)
     if finish not in ("stop", "length"):
         raise VLLMError(f"vLLM at {engine.url} ended the answer {f'with finish_reason {finish!r}' if finish else 'without a finish_reason'} "
                         f"after {len(text)} characters")
-    _vllm_finish(engine, req, finish, text)
-
-# %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c032
-class VLLMWorker(ModelWorker):
-    "llava_nb's worker protocol over a `VLLMEngine`; it stops beating while vLLM is down, so the controller drops it."
-    def __init__(self, engine: VLLMEngine, model_name: str | None = None,
-                 vllm_pid: int | None = None,  # the vLLM server's process, when this worker started it
-                 **kwargs):  # `ModelWorker`'s: controller_addr, worker_addr, no_register, heart_beat_interval, ...
-        super().__init__(engine, model_name or engine.model_name, **kwargs)
-        self.vllm_pid = vllm_pid
-
-    async def register(self, client: httpx.AsyncClient) -> bool:
-        if self.engine.down:
-            logger.error(f"not registering: {self.engine.down}")
-            return False
-        return await super().register(client)
-
-    async def send_heart_beat(self, client: httpx.AsyncClient) -> None:
-        if self.no_register: return
-        down = await asyncio.to_thread(self.engine.check_health)
-        if down:
-            logger.error(f"{down}: no heartbeat sent, so the controller drops this worker until vLLM answers again")
-            return
-        await super().send_heart_beat(client)
-
-    def model_details(self) -> dict:
-        details = super().model_details()
-        details.pop("feature_cache", None)
-        engine = self.engine
-        return {**details, "engine": {"name": "vllm", "url": engine.url, "model": engine.model, "image_gap": engine.gap,
-                                      "pid": self.vllm_pid, **engine.stats}}
-
-def make_vllm_worker_app(worker: VLLMWorker) -> FastAPI:
-    "`make_worker_app` for a `VLLMWorker`: `/worker_get_status` answers 503 with the cause while vLLM is down."
-    app = make_worker_app(worker)
-
-    @app.middleware("http")
-    async def vllm_down(request, call_next):
-        if request.url.path == "/worker_get_status" and has_key(request.headers, worker.worker_key):
-            down = await asyncio.to_thread(worker.engine.check_health)
-            if down: return JSONResponse({"error": f"vLLM worker ({worker.model_name}): {down}"}, status_code=503)
-        return await call_next(request)
-    return app
+    engine.finish(req, finish, text)
 
 # %% ../../nbs/35_serve.vllm_worker.ipynb #a1f0c038
 VLLM_ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu"}  # the CPU build's KV cache (GiB), its device
@@ -498,18 +429,12 @@ def connect_engine(args: argparse.Namespace, name: str | None) -> tuple[VLLMEngi
     "The engine the arguments ask for: vLLM at `--vllm-url`, or one started from `--model-path` (stopped again if connecting fails)."
     server = start_vllm(args, name) if args.model_path else None
     url, model = (server.url, name) if server else (args.vllm_url, args.vllm_model)
-    try: return VLLMEngine(url, model, args.vllm_api_key, name, args.vllm_timeout, args.limit_model_concurrency).connect(), server
+    try: engine = VLLMEngine(url, model, args.vllm_api_key, name, args.vllm_timeout, args.limit_model_concurrency).connect()
     except BaseException:
         if server: server.stop()
         raise
-
-def worker_from_args(args: argparse.Namespace, engine: VLLMEngine, server: VLLMServer | None) -> VLLMWorker:
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    limits = Limits(max_body_bytes=int(args.max_request_mb * 2**20), max_images=args.max_images)
-    return VLLMWorker(engine, vllm_pid=server.proc.pid if server else None, controller_addr=args.controller_address,
-                      worker_addr=args.worker_address or f"http://{host}:{args.port}", no_register=args.no_register,
-                      heart_beat_interval=args.heart_beat_interval, stream_interval=args.stream_interval, conv_mode=args.conv_mode,
-                      worker_key=args.worker_key, limits=limits)
+    engine.server_pid = server.proc.pid if server else None
+    return engine, server
 
 def _stop_on_sigterm(signum, frame):
     "After its graceful shutdown uvicorn raises the SIGTERM it caught again: exit through `main`'s `finally`, which stops vLLM."
@@ -526,7 +451,8 @@ def main(argv: list[str] | None = None):
         except (VLLMError, RuntimeError, TimeoutError) as e: raise SystemExit(f"vllm_worker: error: {e}") from None
     died = []
     try:
-        http = uvicorn.Server(server_config(make_vllm_worker_app(worker_from_args(args, engine, server)), args.host, args.port, args.log_level))
+        app = make_worker_app(worker_from_args(args, engine))
+        http = uvicorn.Server(server_config(app, args.host, args.port, args.log_level))
         if server:
             def vllm_exited(cause: str):  # nothing can serve this worker's requests: stop, so the controller drops it
                 died.append(cause)
