@@ -306,6 +306,12 @@ def test_vllm_server_killed_mid_stream(stack):
     "vLLM dies (SIGKILL) in the middle of an answer: the stream ends with an error naming vLLM, the worker that started it exits "
     "with the cause, and the controller drops it."
     pid = stack["details"]["engine"]["pid"]
+    # vLLM writes a lone 440-token answer in about 0.15 s, often before the kill lands; with 12 other long answers in its batch it
+    # takes seconds, so the kill on the first chunk falls mid-stream (the others end with the same error)
+    load = [threading.Thread(target=lambda: first_chunk_then(stack["controller"], "llava-tiny-vllm", lambda: None), daemon=True)
+            for _ in range(12)]
+    for t in load: t.start()
+    time.sleep(0.5)
     chunks = first_chunk_then(stack["controller"], "llava-tiny-vllm", lambda: os.kill(pid, signal.SIGKILL))
     print(chunks[-1])
     assert chunks[-1]["error_code"] != 0 and len(chunks) < 400, chunks[-1]
