@@ -175,17 +175,18 @@ MPT_ATTN_KEYS = ("attn_type", "attn_pdrop", "attn_impl", "clip_qkv", "softmax_sc
 def save_tiny_mpt(out_dir: str | Path,  # folder for the model and its tokenizer
                   tokenizer=None,  # a tokenizer to save with it (default: `train_neox_tokenizer`)
                   d_model: int = 64, n_layers: int = 2, n_heads: int = 4, max_seq_len: int = 512, seed: int = 0,
+                  weight_std: float = 0.3,  # the matrices' random scale
                  ) -> tuple[MptForCausalLM, "transformers.PreTrainedTokenizerBase"]:
     "Write a random MPT causal LM (ALiBi, no biases, tied embeddings) with a GPT-NeoX-style tokenizer, loadable like MPT-7B-Chat."
     out_dir = Path(out_dir)
     tokenizer = tokenizer or train_neox_tokenizer(out_dir)
     set_seed(seed)
     config = MptConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads, expansion_ratio=2, max_seq_len=max_seq_len,
-                       vocab_size=len(tokenizer), attn_config={"alibi": True, "attn_impl": "torch"}, use_cache=True)
+                       vocab_size=len(tokenizer), attn_config={"alibi": True, "attn_impl": "torch"}, use_cache=True,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)  # <|endoftext|>, both
     model = MptForCausalLM(config).eval()
-    with torch.no_grad():
-        for block in model.transformer.blocks:  # LayerNorm weights away from 1, so that a missed one would show
-            block.norm_1.weight.normal_(1.0, 0.1); block.norm_2.weight.normal_(1.0, 0.1)
+    with torch.no_grad():  # wider than MPT's init: with tied embeddings, greedy decoding then wanders instead of repeating one token
+        for p in model.parameters(): p.normal_(0.0, weight_std) if p.dim() > 1 else p.normal_(1.0, 0.1)  # LayerNorm weights not all 1
     model.save_pretrained(out_dir)
     save_neox_tokenizer(tokenizer, out_dir)
     clean_mpt_config(out_dir / "config.json")

@@ -261,6 +261,11 @@ class LlavaMptForCausalLM(LlavaMetaForCausalLM, MptForCausalLM):
     @property
     def model(self) -> nn.Module: return self.transformer  # the body under the other families' name (`model.model.mm_projector`)
 
+    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check: bool = False, **kwargs):
+        "MPT has eager attention only: the SDPA or flash-attention llava_nb asks every model for falls back to it."
+        if attn_implementation in ("sdpa", "flash_attention_2"): attn_implementation = None  # None: transformers' own fallback
+        return super()._check_and_adjust_attn_implementation(attn_implementation, is_init_check, **kwargs)
+
 LLAVA_CLASSES = {"llama": LlavaLlamaForCausalLM, "mistral": LlavaMistralForCausalLM, "qwen2": LlavaQwen2ForCausalLM,
                  "mpt": LlavaMptForCausalLM}
 for _cls in LLAVA_CLASSES.values():
