@@ -138,10 +138,15 @@ def write_legacy_tokenizer_json(path: str | Path) -> Path:
     return path
 
 def save_neox_tokenizer(tokenizer, out_dir: str | Path) -> Path:
-    "Save a GPT-NeoX-style tokenizer so that transformers 4.3x and 5.x both read it."
+    "Save a GPT-NeoX-style tokenizer so that transformers 4.3x and 5.x both read it (4.3x knows only the class `GPTNeoXTokenizerFast`)."
+    out_dir = Path(out_dir)
     tokenizer.save_pretrained(out_dir)
-    write_legacy_tokenizer_json(Path(out_dir) / "tokenizer.json")
-    return Path(out_dir)
+    write_legacy_tokenizer_json(out_dir / "tokenizer.json")
+    config = json.loads((out_dir / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "GPTNeoXTokenizerFast"
+    for key in ("backend", "is_local", "local_files_only"): config.pop(key, None)
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    return out_dir
 
 # %% ../nbs/02_tiny.ipynb #9961e6db
 def train_neox_tokenizer(out_dir: str | Path,  # folder to write tokenizer.json and tokenizer_config.json
