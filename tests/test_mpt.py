@@ -140,3 +140,42 @@ def test_llava_lightning_mpt_run_makes_a_plain_mpt_a_llava_mpt_that_answers(tiny
     ids, pixels = example_inputs(model, tokenizer, processor, PROMPT_MPT)
     out = model.generate(ids, images=pixels, do_sample=False, max_new_tokens=8)[0]
     assert len(out) > 0 and tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+def test_stage_1_and_2_make_a_tiny_plain_mpt_answer_toy_questions(tiny, tmp_path):
+    "A plain MPT (no vision) becomes a LLaVA-MPT by stage 1 (projector) and stage 2 (all but the tower), `--version mpt`, and answers."
+    from PIL import Image
+    from llava_nb.mm_utils import process_images, tokenizer_image_token
+    from llava_nb.toyworld import write_world
+    cks, _, _ = tiny
+    world = tmp_path / "world"
+    write_world(world, n_train=8, n_test=2, bench_scenes=1)
+    records = [r for r in json.loads((world / "instruct.json").read_text()) if r["id"].endswith("-conv")]  # short two-turn talks
+    (world / "short.json").write_text(json.dumps(records))
+    common = ["--vision_tower", cks.paths["clip"], "--image_folder", world / "images", "--version", "mpt", "--mm_projector_type", "linear",
+              "--mm_use_im_start_end", False, "--mm_use_im_patch_token", False, "--image_aspect_ratio", "pad", "--save_strategy", "no",
+              "--report_to", "none", "--model_max_length", 512, "--dataloader_num_workers", 0, "--per_device_train_batch_size", 4]
+    from llava_nb.tiny import save_tiny_mpt, train_neox_tokenizer
+    from llava_nb.train.bases import toy_corpus
+    base = tmp_path / "base_mpt"  # a tiny MPT whose BPE was trained on the world's words, as a real MPT's covers English
+    save_tiny_mpt(base, train_neox_tokenizer(base, toy_corpus(world)))
+    run("-m", "llava_nb.train.train_mem", "--model_name_or_path", base, "--data_path", world / "pretrain.json", "--tune_mm_mlp_adapter", True,
+        "--max_steps", 10, "--learning_rate", 1e-2, "--output_dir", tmp_path / "stage1", *common)
+    run("-m", "llava_nb.train.train_mem", "--model_name_or_path", base, "--data_path", world / "short.json", "--max_steps", 80,
+        "--learning_rate", 3e-3, "--pretrain_mm_mlp_adapter", tmp_path / "stage1" / "mm_projector.bin", "--output_dir", tmp_path / "stage2",
+        *common)
+    tokenizer, model, processor, _ = load_pretrained_model(tmp_path / "stage2", device="cpu")
+    right, report = 0, []
+    for rec in records:
+        conv = conv_templates["mpt"].copy()
+        question = rec["conversations"][0]["value"].replace("<image>", "").strip()
+        conv.append_message(conv.roles[0], "<image>\n" + question)
+        conv.append_message(conv.roles[1], None)
+        ids = tokenizer_image_token(conv.get_prompt(), tokenizer, return_tensors="pt")[None]
+        pixels = process_images([Image.open(world / "images" / rec["image"]).convert("RGB")], processor, model.config)
+        text = tokenizer.decode(model.generate(ids, images=pixels, do_sample=False, max_new_tokens=40)[0], skip_special_tokens=True)
+        expected = rec["conversations"][1]["value"]
+        right += text.startswith(expected + STOP)  # the trained answer, then the template's stop string
+        report.append(f"{question!r}: {text.split(STOP)[0]!r} (trained: {expected!r})")
+    print("\n".join(report))
+    assert right >= len(records) - 2, "\n".join(report)
