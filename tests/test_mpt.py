@@ -54,6 +54,8 @@ def test_both_mpt_formats_load_with_the_logits_they_were_written_with(tiny):
         assert type(model).__name__ == "LlavaMptForCausalLM" and model.config.llava_format == fmt
         assert (logits - cks.expected[name]).abs().max().item() <= 1e-5, name
         assert context == 512  # the tiny MPT's ALiBi table (max_seq_len)
+    from transformers import AutoModelForCausalLM
+    assert type(AutoModelForCausalLM.from_pretrained(cks.paths["mpt"])).__name__ == "LlavaMptForCausalLM"  # the Auto classes know llava_mpt
 
 
 def test_the_seed_worker_command_serves_an_mpt_checkpoint(tiny, tmp_path):

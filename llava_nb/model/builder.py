@@ -176,7 +176,8 @@ def _load_lora(model_path: Path, model_base, config, **kwargs):
     if extra.exists():
         weights = load_tensors(extra)
         weights = {k.removeprefix("base_model."): v for k, v in weights.items()}  # peft's prefix, as the reference strips it
-        if any(k.startswith("model.model.") for k in weights): weights = {k.removeprefix("model."): v for k, v in weights.items()}
+        body = f"model.{model.base_model_prefix}."  # peft's 'model.' before the LM's own keys ('model.model.', MPT 'model.transformer.')
+        if any(k.startswith(body) for k in weights): weights = {k.removeprefix("model."): v for k, v in weights.items()}
         _load_named(model, weights, extra)
     else: warnings.warn(f"{model_path}: no non_lora_trainables.bin; the projector keeps the base model's (random) weights")
     model.get_vision_tower().load_model()  # the reference's LoRA targets also match CLIP's layers: they must exist to merge
