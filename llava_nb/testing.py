@@ -18,8 +18,7 @@ from transformers.utils import logging as hf_logging
 from .core import DEFAULT_IMAGE_TOKEN, set_seed
 from .mm_utils import expand_image_tokens_2023, process_images, tokenizer_image_token
 from .model.llava import LlavaLlamaForCausalLM, LlavaMptForCausalLM
-from .tiny import (clean_mpt_config, load_image_processor, save_neox_tokenizer, save_tiny_clip, save_tiny_llama,
-                           save_tiny_mpt)
+from .tiny import clean_mpt_config, load_image_processor, save_tiny_clip, save_tiny_llama, save_tiny_mpt
 from .tokenizer import load_tokenizer
 
 # %% auto #0
@@ -185,7 +184,7 @@ def _write_mpt(cks, processor, seed):
     cks.expected["mpt"] = _logits(model, tok, processor, len(tok))
     out = cks.paths["mpt"]
     model.save_pretrained(out)
-    save_neox_tokenizer(tok, out)
+    tok.save_pretrained(out)
     clean_mpt_config(out / "config.json")
 
 def _write_mpt_2023(cks, processor, seed):
@@ -206,7 +205,7 @@ def _write_mpt_2023(cks, processor, seed):
     config.update(architectures=["LlavaMPTForCausalLM"], sep_image_conv_front=False, tune_mm_mlp_adapter=False)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     clean_mpt_config(out / "config.json")
-    save_neox_tokenizer(tok, out)
+    tok.save_pretrained(out)
 
 # %% ../nbs/09_testing.ipynb #f32409bd
 def make_tiny_checkpoints(root: str | Path,  # folder to write into (one sub-folder per checkpoint)

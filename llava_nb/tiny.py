@@ -12,21 +12,21 @@ from typing import Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (AutoImageProcessor, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel,
+from transformers import (AutoImageProcessor, CLIPVisionConfig, CLIPVisionModel,
                           LlamaConfig, LlamaForCausalLM, MptConfig, MptForCausalLM)
 from transformers.utils import logging as hf_logging
 try: from transformers import CLIPImageProcessorPil as CLIPProcessorPIL  # transformers >= 5: the PIL backend, no torchvision needed
 except ImportError: from transformers import CLIPImageProcessor as CLIPProcessorPIL
 
 from .conversation import conv_templates, conv_templates_2023
-from .tokenizer import load_tokenizer
+from .tokenizer import load_tokenizer, write_legacy_tokenizer_json
 from .core import (CLIP_MEAN, CLIP_STD, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN,
                            DEFAULT_IMAGE_TOKEN, set_seed)
 
 # %% auto #0
 __all__ = ['NEOX_SPECIALS', 'CHATML_MARKERS', 'MPT_ATTN_KEYS', 'default_corpus', 'train_llama_tokenizer', 'save_tiny_clip',
-           'save_clip_vision', 'load_image_processor', 'save_tiny_llama', 'write_legacy_tokenizer_json',
-           'save_neox_tokenizer', 'train_neox_tokenizer', 'save_tiny_mpt', 'clean_mpt_config']
+           'save_clip_vision', 'load_image_processor', 'save_tiny_llama', 'train_neox_tokenizer', 'save_tiny_mpt',
+           'clean_mpt_config']
 
 # %% ../nbs/02_tiny.ipynb #e8c4e439
 def default_corpus() -> list[str]:
@@ -127,27 +127,6 @@ def save_tiny_llama(out_dir: str | Path,  # folder for the model and its tokeniz
 NEOX_SPECIALS = ["<|endoftext|>", "<|padding|>"]  # ids 0 and 1, as in GPT-NeoX-20B
 CHATML_MARKERS = ["<|im_start|>", "<|im_end|>"]  # the `mpt` template's role markers and separator
 
-def write_legacy_tokenizer_json(path: str | Path) -> Path:
-    "Rewrite a `tokenizer.json` so that `tokenizers` 0.15 reads it too: merges as 'a b' strings, no `ignore_merges`."
-    path = Path(path)
-    data = json.loads(path.read_text())
-    model = data["model"]
-    model["merges"] = [" ".join(m) if isinstance(m, list) else m for m in model.get("merges", [])]
-    model.pop("ignore_merges", None)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    return path
-
-def save_neox_tokenizer(tokenizer, out_dir: str | Path) -> Path:
-    "Save a GPT-NeoX-style tokenizer so that transformers 4.3x and 5.x both read it (4.3x knows only the class `GPTNeoXTokenizerFast`)."
-    out_dir = Path(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    write_legacy_tokenizer_json(out_dir / "tokenizer.json")
-    config = json.loads((out_dir / "tokenizer_config.json").read_text())
-    config["tokenizer_class"] = "GPTNeoXTokenizerFast"
-    for key in ("backend", "is_local", "local_files_only"): config.pop(key, None)
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    return out_dir
-
 # %% ../nbs/02_tiny.ipynb #9961e6db
 def train_neox_tokenizer(out_dir: str | Path,  # folder to write tokenizer.json and tokenizer_config.json
                          texts: Iterable[str] | None = None,  # training text (default: `default_corpus()`)
@@ -171,7 +150,7 @@ def train_neox_tokenizer(out_dir: str | Path,  # folder to write tokenizer.json 
               "unk_token": "<|endoftext|>", "add_bos_token": False, "add_eos_token": False,
               "model_max_length": model_max_length, "padding_side": "right", "clean_up_tokenization_spaces": False}
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    return AutoTokenizer.from_pretrained(out_dir)
+    return load_tokenizer(out_dir)
 
 # %% ../nbs/02_tiny.ipynb #49d90046
 MPT_ATTN_KEYS = ("attn_type", "attn_pdrop", "attn_impl", "clip_qkv", "softmax_scale", "prefix_lm", "qk_ln",
@@ -193,7 +172,7 @@ def save_tiny_mpt(out_dir: str | Path,  # folder for the model and its tokenizer
     with torch.no_grad():  # wider than MPT's init: with tied embeddings, greedy decoding then wanders instead of repeating one token
         for p in model.parameters(): p.normal_(0.0, weight_std) if p.dim() > 1 else p.normal_(1.0, 0.1)  # LayerNorm weights not all 1
     model.save_pretrained(out_dir)
-    save_neox_tokenizer(tokenizer, out_dir)
+    tokenizer.save_pretrained(out_dir)
     clean_mpt_config(out_dir / "config.json")
     return model, tokenizer
 

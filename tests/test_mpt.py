@@ -121,7 +121,7 @@ def test_run_llava_cli_and_model_vqa_answer_with_an_mpt_checkpoint(tiny, tmp_pat
     assert answers[0]["text"] == greedy_answer(folder, conv.get_prompt()).strip(), answers[0]
 
 
-def test_llava_lightning_mpt_run_makes_a_plain_mpt_a_llava_mpt_that_answers(tiny, tmp_path):
+def test_llava_lightning_mpt_run_runs_both_stages_and_its_output_loads_and_generates(tiny, tmp_path):
     "`llava_lightning mpt --run` (the seed's `train_lightning_mpt.sh`): stage 1, projector extraction, stage 2, on a tiny MPT and toy data."
     from llava_nb.toyworld import write_world
     cks, _, image = tiny
