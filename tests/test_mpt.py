@@ -181,3 +181,17 @@ def test_stage_1_and_2_make_a_tiny_plain_mpt_answer_toy_questions(tiny, tmp_path
         report.append(f"{question!r}: {text.split(STOP)[0]!r} (trained: {expected!r})")
     print("\n".join(report))
     assert right >= len(records) - 2, "\n".join(report)
+
+
+def test_the_worker_engine_batches_both_mpt_formats_and_answers_as_generate_does(tiny):
+    "The worker's batching engine (what the seed's worker command runs) on the latest and the 2023 (`<im_patch>`) MPT formats."
+    from llava_nb.serve.model_worker import BatchEngine, GenerationRequest
+    from llava_nb.testing import PROMPT_MPT_2023
+    cks, _, _ = tiny
+    for name, prompt in (("mpt", PROMPT_MPT), ("mpt_2023", PROMPT_MPT_2023)):
+        tokenizer, model, processor, context = load_pretrained_model(cks.paths[name], device="cpu")
+        engine = BatchEngine(tokenizer, model, processor, context)
+        prompts = [prompt, prompt.replace("What colour is the circle?", "Where is the square?")]
+        requests = engine.generate([GenerationRequest(p, [example_image()], temperature=0, max_new_tokens=8, stop=[STOP]) for p in prompts])
+        for request, p in zip(requests, prompts):  # batched with each other, each answers what it answers alone
+            assert request.error is None and request.text == greedy_answer(cks.paths[name], p), (name, request.text, request.error)
