@@ -133,7 +133,7 @@ def train_neox_tokenizer(out_dir: str | Path,  # folder to write tokenizer.json 
                          vocab_size: int = 600,  # BPE vocabulary, including the 256 byte symbols and the 2 specials
                          model_max_length: int = 2048,
                         ) -> "transformers.PreTrainedTokenizerBase":
-    "Train a GPT-NeoX-style byte-level BPE tokenizer (MPT's), with the ChatML markers, and load it as `GPTNeoXTokenizerFast`."
+    "Train a GPT-NeoX-style byte-level BPE tokenizer (MPT's), with the ChatML markers, and load it (`NeoXTokenizer`)."
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     bpe = Tokenizer(models.BPE())
