@@ -17,18 +17,20 @@ from transformers.utils import logging as hf_logging
 
 from .core import DEFAULT_IMAGE_TOKEN, set_seed
 from .mm_utils import expand_image_tokens_2023, process_images, tokenizer_image_token
-from .model.llava import LlavaLlamaForCausalLM
-from .tiny import load_image_processor, save_tiny_clip, save_tiny_llama
+from .model.llava import LlavaLlamaForCausalLM, LlavaMptForCausalLM
+from .tiny import clean_mpt_config, load_image_processor, save_tiny_clip, save_tiny_llama, save_tiny_mpt
 from .tokenizer import load_tokenizer
 
 # %% auto #0
-__all__ = ['PROMPT_LATEST', 'PROMPT_2023', 'ANYRES_PINPOINTS', 'ANYRES_IMAGE_SIZE', 'CHROMIUM', 'CHROMIUM_ARGS',
-           'MISSING_CHROMIUM', 'example_image', 'is_anyres', 'example_inputs', 'example_image_sizes', 'TinyCheckpoints',
-           'make_tiny_checkpoints', 'launch_chromium']
+__all__ = ['PROMPT_LATEST', 'PROMPT_2023', 'PROMPT_MPT', 'PROMPT_MPT_2023', 'ANYRES_PINPOINTS', 'ANYRES_IMAGE_SIZE', 'CHROMIUM',
+           'CHROMIUM_ARGS', 'MISSING_CHROMIUM', 'example_image', 'is_anyres', 'is_2023', 'example_prompt',
+           'example_inputs', 'example_image_sizes', 'TinyCheckpoints', 'make_tiny_checkpoints', 'launch_chromium']
 
 # %% ../nbs/09_testing.ipynb #37fad321
 PROMPT_LATEST = "USER: <image>\nWhat colour is the circle? ASSISTANT:"
 PROMPT_2023 = "Human: What colour is the circle?\n<image>###Assistant:"
+PROMPT_MPT = "<|im_start|>user\n<image>\nWhat colour is the circle?<|im_end|><|im_start|>assistant\n"  # the `mpt` template's
+PROMPT_MPT_2023 = "<|im_start|>user\nWhat colour is the circle?\n<image><|im_end|><|im_start|>assistant\n"  # `mpt_multimodal`'s
 
 ANYRES_PINPOINTS = [[64, 32], [32, 64], [64, 64], [96, 32], [32, 96]]  # LLaVA-1.6's set, for the tiny 32-pixel tower
 ANYRES_IMAGE_SIZE = (90, 40)  # the example image the 1.6 checkpoints record their logits on: 3 tiles wide, unpadded
@@ -45,13 +47,23 @@ def example_image(size: int = 48,  # width (and height, unless `height` is given
 
 def is_anyres(model) -> bool: return getattr(model.config, "image_aspect_ratio", None) == "anyres"
 
+def is_2023(model) -> bool:
+    return getattr(model.config, "llava_format", "latest") == "2023" or getattr(model.config, "im_patch_token", None) is not None
+
+def example_prompt(model) -> str:
+    "The question `example_inputs` asks this model, in its family's and release's template (MPT's ChatML for MPT)."
+    mpt = isinstance(model, LlavaMptForCausalLM)
+    if is_2023(model): return PROMPT_MPT_2023 if mpt else PROMPT_2023
+    return PROMPT_MPT if mpt else PROMPT_LATEST
+
 def example_inputs(model, tokenizer, image_processor, prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     "Input ids (1, T) and pixel values for one image question, in the model's own image convention (`example_image_sizes` for 1.6)."
     pixels = process_images([example_image(*example_image_sizes(model)[0])], image_processor, model.config)
-    if getattr(model.config, "llava_format", "latest") == "2023" or getattr(model.config, "im_patch_token", None) is not None:
-        text = expand_image_tokens_2023(prompt or PROMPT_2023, model.get_vision_tower().num_patches, model.config.mm_use_im_start_end)
+    prompt = prompt or example_prompt(model)
+    if is_2023(model):
+        text = expand_image_tokens_2023(prompt, model.get_vision_tower().num_patches, model.config.mm_use_im_start_end)
         return tokenizer(text, return_tensors="pt").input_ids, pixels
-    return tokenizer_image_token(prompt or PROMPT_LATEST, tokenizer, return_tensors="pt")[None], pixels
+    return tokenizer_image_token(prompt, tokenizer, return_tensors="pt")[None], pixels
 
 def example_image_sizes(model) -> list[tuple[int, int]]:
     "The `image_sizes` that go with `example_inputs`: the wide image for an 'anyres' (1.6) model, the square one otherwise."
@@ -64,6 +76,9 @@ class TinyCheckpoints:
     paths: dict = field(default_factory=dict)
     expected: dict = field(default_factory=dict)
     vocab_size: int = 0  # compare logits over this many columns (formats that add tokens have more)
+    vocab_sizes: dict = field(default_factory=dict)  # the same, per checkpoint whose tokenizer is not base_lm's (MPT's)
+
+    def columns(self, name: str) -> int: return self.vocab_sizes.get(name, self.vocab_size)
 
 # %% ../nbs/09_testing.ipynb #5fd0510d
 def _logits(model, tokenizer, processor, vocab: int) -> torch.Tensor:
@@ -151,6 +166,47 @@ def _write_lora(cks, tokenizer, processor, seed):
     torch.save({k: v for k, v in peft_model.named_parameters() if "mm_projector" in k}, out / "non_lora_trainables.bin")
     model.config.save_pretrained(out)
 
+# %% ../nbs/09_testing.ipynb #fe5f4b6c
+def _tiny_llava_mpt(cks: TinyCheckpoints, projector_type: str, seed: int):
+    model = LlavaMptForCausalLM.from_pretrained(cks.paths["base_mpt"]).eval()
+    model.initialize_vision_modules(cks.paths["clip"], mm_projector_type=projector_type, image_aspect_ratio="pad",
+                                    tokenizer_padding_side="right", tokenizer_model_max_length=512)
+    set_seed(seed)
+    for p in model.get_model().mm_projector.parameters(): torch.nn.init.normal_(p, std=0.2)
+    return model
+
+def _write_mpt(cks, processor, seed):
+    "LLaVA-MPT as the reference's latest code writes it."
+    tok = load_tokenizer(cks.paths["base_mpt"])
+    model = _tiny_llava_mpt(cks, "mlp2x_gelu", seed + 6)
+    model.config.mm_use_im_patch_token, model.config.mm_use_im_start_end = False, False
+    cks.vocab_sizes["mpt"] = len(tok)
+    cks.expected["mpt"] = _logits(model, tok, processor, len(tok))
+    out = cks.paths["mpt"]
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    clean_mpt_config(out / "config.json")
+
+def _write_mpt_2023(cks, processor, seed):
+    "LLaVA-Lightning-MPT-7B-preview's format: MosaicML's config and keys, `<im_patch>` tokens."
+    tok = load_tokenizer(cks.paths["base_mpt"])
+    cks.vocab_sizes["mpt_2023"] = len(tok)
+    model = _tiny_llava_mpt(cks, "linear", seed + 7)
+    model.initialize_vision_tokenizer(tok, mm_use_im_start_end=True, mm_use_im_patch_token=True, splice_patch_tokens=True)
+    model.config.llava_format = "2023"
+    cks.expected["mpt_2023"] = _logits(model, tok, processor, cks.vocab_sizes["mpt_2023"])
+    out = cks.paths["mpt_2023"]; out.mkdir(parents=True, exist_ok=True)
+    skip = ("transformer.vision_tower.", "lm_head.")
+    torch.save({k: v for k, v in model.state_dict().items() if not k.startswith(skip)}, out / "pytorch_model.bin")
+    config = model.config.to_dict()
+    for key in ("mm_projector_type", "llava_format", "im_patch_token", "im_start_token", "im_end_token", "mm_use_im_patch_token",
+                "image_aspect_ratio", "tokenizer_padding_side", "tokenizer_model_max_length", "mm_vision_select_feature"):
+        config.pop(key, None)
+    config.update(architectures=["LlavaMPTForCausalLM"], sep_image_conv_front=False, tune_mm_mlp_adapter=False)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    clean_mpt_config(out / "config.json")
+    tok.save_pretrained(out)
+
 # %% ../nbs/09_testing.ipynb #f32409bd
 def make_tiny_checkpoints(root: str | Path,  # folder to write into (one sub-folder per checkpoint)
                           formats: tuple = ("latest", "v0", "v0_old", "projector", "lora", "llava_hf", "v1_6", "v1_6_mistral"),
@@ -173,6 +229,11 @@ def make_tiny_checkpoints(root: str | Path,  # folder to write into (one sub-fol
         if "lora" in formats: _write_lora(cks, tokenizer, processor, seed)
         if "v1_6" in formats: _write_v1_6(cks, tokenizer, processor, seed, "v1_6", "llama")
         if "v1_6_mistral" in formats: _write_v1_6(cks, tokenizer, processor, seed, "v1_6_mistral", "mistral")
+        if any(f.startswith("mpt") for f in formats):
+            cks.paths["base_mpt"] = root / "base_mpt"
+            save_tiny_mpt(cks.paths["base_mpt"], seed=seed)
+        if "mpt" in formats: _write_mpt(cks, processor, seed)
+        if "mpt_2023" in formats: _write_mpt_2023(cks, processor, seed)
         if "llava_hf" in formats:
             from llava_nb.model.hf_format import export_llava_hf
             export_llava_hf(latest, tokenizer, processor, cks.paths["llava_hf"])

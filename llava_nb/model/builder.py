@@ -21,10 +21,11 @@ from ..tokenizer import load_tokenizer
 from .llava import is_multimodal_config, llava_class_for, resize_embeddings_mean
 
 # %% auto #0
-__all__ = ['WEIGHT_FILES', 'DEFAULT_VISION_TOWER_2023', 'PEFT_04_LORA_KEYS', 'read_config_json', 'is_llava_hf_config',
-           'is_llava_next_config', 'checkpoint_kind', 'config_errors', 'llava_config', 'attention_implementation',
-           'check_weight_files', 'checkpoint_location', 'load_pretrained_model', 'prepare_multimodal', 'context_length',
-           'save_llava_checkpoint', 'save_lora_adapters']
+__all__ = ['WEIGHT_FILES', 'DEFAULT_VISION_TOWER_2023', 'MPT_SUPPORTED', 'PEFT_04_LORA_KEYS', 'read_config_json',
+           'is_llava_hf_config', 'is_llava_next_config', 'checkpoint_kind', 'is_mpt_2023', 'check_mpt_config',
+           'config_errors', 'llava_config', 'attention_implementation', 'check_weight_files', 'checkpoint_location',
+           'load_pretrained_model', 'prepare_multimodal', 'context_length', 'save_llava_checkpoint',
+           'save_lora_adapters']
 
 # %% ../../nbs/07_model.builder.ipynb #ef338d94
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -63,6 +64,23 @@ def checkpoint_kind(model_path: str | Path) -> str:
 
 # %% ../../nbs/07_model.builder.ipynb #67f327c1
 DEFAULT_VISION_TOWER_2023 = "openai/clip-vit-large-patch14"
+MPT_SUPPORTED = {"alibi": True, "qk_ln": False, "prefix_lm": False, "attn_uses_sequence_id": False}  # what transformers' MPT computes
+
+def is_mpt_2023(config: dict) -> bool:
+    "Whether a `llava_mpt` config is the 2023 release's (LLaVA-Lightning-MPT-7B-preview: class `LlavaMPTForCausalLM`, no `mm_projector_type`)."
+    return "LlavaMPTForCausalLM" in (config.get("architectures") or []) or "mm_projector_type" not in config
+
+def check_mpt_config(config: dict, where) -> None:
+    "Refuse, naming the field, an MPT config that transformers' `MptForCausalLM` would compute differently from MosaicML's code."
+    attn = config.get("attn_config") or {}
+    if not isinstance(attn, dict): raise InputError(f"{where}: field 'attn_config': expected an object of MPT attention settings, got {attn!r}")
+    for key, value in MPT_SUPPORTED.items():
+        if attn.get(key, value) != value:
+            raise InputError(f"{where}: field 'attn_config.{key}' is {attn[key]!r}; transformers' MPT computes only {key}={value}")
+    if config.get("logit_scale") not in (None, 1, 1.0):
+        raise InputError(f"{where}: field 'logit_scale' is {config['logit_scale']!r}; transformers' MPT does not scale logits")
+    if config.get("no_bias", True) is not True:
+        raise InputError(f"{where}: field 'no_bias' is {config['no_bias']!r}; transformers' MPT has no bias terms")
 
 @contextlib.contextmanager
 def config_errors(file,  # the config.json being read, for the message
@@ -86,7 +104,9 @@ def llava_config(config: dict,  # a config.json as a dict
     if not isinstance(model_type, str): raise InputError(f"{where}: field 'model_type': expected a string such as 'llava_llama', got {model_type!r}")
     is_2023 = model_type == "llava"
     lm_type = "llama" if is_2023 else model_type.removeprefix("llava_")
-    if lm_type == "mpt": raise NotImplementedError("MPT-based LLaVA checkpoints (model_type 'llava_mpt') are not supported by llava_nb")
+    if lm_type == "mpt":
+        check_mpt_config(d, where)
+        is_2023 = is_mpt_2023(d)
     if vision_tower is not None: d["mm_vision_tower"] = str(vision_tower)
     if not (d.get("mm_vision_tower") or d.get("vision_tower")):
         if is_2023 or d.get("use_mm_proj") or d.get("mm_hidden_size"):
@@ -126,7 +146,7 @@ def attention_implementation(use_flash_attn: bool, device: torch.device) -> str:
 
 def _strict_check(info: dict, path) -> None:
     "Fail on missing, unexpected or mismatched weights, naming them."
-    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith("model.vision_tower.")]
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(("model.vision_tower.", "transformer.vision_tower."))]
     problems = {"missing from the checkpoint": info.get("missing_keys", []), "not used by the model": unexpected,
                 "of the wrong shape": [str(k) for k in info.get("mismatched_keys", [])]}
     problems = {what: sorted(keys) for what, keys in problems.items() if keys}
@@ -156,7 +176,8 @@ def _load_lora(model_path: Path, model_base, config, **kwargs):
     if extra.exists():
         weights = load_tensors(extra)
         weights = {k.removeprefix("base_model."): v for k, v in weights.items()}  # peft's prefix, as the reference strips it
-        if any(k.startswith("model.model.") for k in weights): weights = {k.removeprefix("model."): v for k, v in weights.items()}
+        body = f"model.{model.base_model_prefix}."  # peft's 'model.' before the LM's own keys ('model.model.', MPT 'model.transformer.')
+        if any(k.startswith(body) for k in weights): weights = {k.removeprefix("model."): v for k, v in weights.items()}
         _load_named(model, weights, extra)
     else: warnings.warn(f"{model_path}: no non_lora_trainables.bin; the projector keeps the base model's (random) weights")
     model.get_vision_tower().load_model()  # the reference's LoRA targets also match CLIP's layers: they must exist to merge
@@ -259,6 +280,7 @@ def _finish(model, device):
 def context_length(config) -> int:
     "The reference's context length: `max_sequence_length` if the config has it, else the LM's positions (capped at 2048)."
     if getattr(config, "max_sequence_length", None): return config.max_sequence_length
+    if getattr(config, "max_seq_len", None): return min(2048, config.max_seq_len)  # MPT: its ALiBi table's length
     return min(2048, getattr(config, "max_position_embeddings", 2048) or 2048)
 
 # %% ../../nbs/07_model.builder.ipynb #ef60bd98

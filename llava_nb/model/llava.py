@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from transformers import (AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM)
+                          MptConfig, MptForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, IGNORE_INDEX,
                            IMAGE_TOKEN_INDEX, InputError, load_tensors)
@@ -26,7 +26,8 @@ from .vision_tower import CLIPVisionTower, build_vision_tower, resolve_vision_to
 __all__ = ['LlavaConfig', 'LLAVA_CLASSES', 'image_slots', 'assign_images', 'splice_sequence', 'pad_spliced',
            'is_multimodal_config', 'flatten_images', 'install_lm_output_hooks', 'LlavaMetaForCausalLM',
            'LlavaLlamaConfig', 'LlavaLlamaForCausalLM', 'LlavaMistralConfig', 'LlavaMistralForCausalLM',
-           'LlavaQwen2Config', 'LlavaQwen2ForCausalLM', 'llava_class_for', 'resize_embeddings_mean']
+           'LlavaQwen2Config', 'LlavaQwen2ForCausalLM', 'LlavaMptConfig', 'LlavaMptForCausalLM', 'llava_class_for',
+           'resize_embeddings_mean']
 
 # %% ../../nbs/06_model.llava.ipynb #46878fc2
 def image_slots(ids: torch.Tensor,  # one sequence's ids (T,), padding removed
@@ -143,25 +144,26 @@ class LlavaMetaForCausalLM:
         super().__init__(config)
         if is_multimodal_config(config): self.init_vision_modules(delay_load=True)
 
-    def get_model(self) -> nn.Module: return self.model
-    def get_vision_tower(self) -> CLIPVisionTower | None: return getattr(self.model, "vision_tower", None)
+    def get_model(self) -> nn.Module: return self.model  # the LM body, which holds the tower and projector (MPT: `transformer`)
+    def get_vision_tower(self) -> CLIPVisionTower | None: return getattr(self.get_model(), "vision_tower", None)
 
     def init_vision_modules(self, delay_load: bool = True) -> None:
         "Create the vision tower (weights loaded later when `delay_load`) and the projector from the config."
         tower = build_vision_tower(self.config, delay_load=delay_load, base_dir=getattr(self.config, "_name_or_path", None) or None)
         if not getattr(self.config, "mm_hidden_size", None): self.config.mm_hidden_size = tower.hidden_size  # old 2023 configs
         self.config.use_mm_proj = True
-        self.model.vision_tower = tower
-        self.model.mm_projector = build_vision_projector(self.config)
+        inner = self.get_model()
+        inner.vision_tower = tower
+        inner.mm_projector = build_vision_projector(self.config)
         if "unpad" in (getattr(self.config, "mm_patch_merge_type", None) or ""):  # LLaVA-1.6: the learned end of each picture row
-            self.model.image_newline = nn.Parameter(torch.empty(self.config.hidden_size, dtype=self.dtype))
+            inner.image_newline = nn.Parameter(torch.empty(self.config.hidden_size, dtype=self.dtype))
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         "Images (M, 3, H, W) -> projected features (M, N, hidden_size)."
         tower = self.get_vision_tower()
         if tower is None: raise ValueError("this model has no vision tower (its config names no 'mm_vision_tower'), so it takes no images")
         features = tower(images)  # (M, N, mm_hidden_size), no gradients
-        return self.model.mm_projector(features.to(self.dtype))  # (M, N, hidden_size)
+        return self.get_model().mm_projector(features.to(self.dtype))  # (M, N, hidden_size)
 
     def image_features(self, images, image_sizes=None) -> list[torch.Tensor]:
         """Each image's rows for the LM, (rows, D), in order; all the images' squares go through the tower in one call when they can.
@@ -179,7 +181,7 @@ class LlavaMetaForCausalLM:
         features = self.encode_images(squares) if all(g.shape[1:] == groups[0].shape[1:] for g in groups) \
             else torch.cat([self.encode_images(g) for g in groups])
         merge = getattr(self.config, "mm_patch_merge_type", None) or "flat"
-        newline = getattr(self.model, "image_newline", None)
+        newline = getattr(self.get_model(), "image_newline", None)
         tile = self.get_vision_tower().config.image_size
         return [merge_image_features(f, size, merge, self.config.image_grid_pinpoints, tile, newline)
                 for f, size in zip(features.split([len(g) for g in groups]), sizes)]
@@ -236,7 +238,8 @@ class LlavaMetaForCausalLM:
     def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
         "Save in the reference's format: the LM's keys plus `model.mm_projector.*`; the CLIP weights stay in their own folder."
         if state_dict is None:
-            state_dict = {k: v for k, v in self.state_dict().items() if not k.startswith("model.vision_tower.")}
+            tower = f"{self.base_model_prefix}.vision_tower."  # 'model.vision_tower.' (MPT: 'transformer.vision_tower.')
+            state_dict = {k: v for k, v in self.state_dict().items() if not k.startswith(tower)}
         return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
 
 # %% ../../nbs/06_model.llava.ipynb #2b23b13b
@@ -248,7 +251,23 @@ class LlavaQwen2Config(Qwen2Config): model_type = "llava_qwen2"
 class LlavaQwen2ForCausalLM(LlavaMetaForCausalLM, Qwen2ForCausalLM): config_class = LlavaQwen2Config
 LlavaConfig = LlavaLlamaConfig  # the reference's name
 
-LLAVA_CLASSES = {"llama": LlavaLlamaForCausalLM, "mistral": LlavaMistralForCausalLM, "qwen2": LlavaQwen2ForCausalLM}
+class LlavaMptConfig(MptConfig): model_type = "llava_mpt"
+
+class LlavaMptForCausalLM(LlavaMetaForCausalLM, MptForCausalLM):
+    "LLaVA over MPT (LLaVA-Lightning-MPT): MPT's body is `transformer`, so the keys are `transformer.mm_projector.*`."
+    config_class = LlavaMptConfig
+    _keys_to_ignore_on_load_unexpected = [r"transformer\.vision_tower\."]
+    def get_model(self) -> nn.Module: return self.transformer
+    @property
+    def model(self) -> nn.Module: return self.transformer  # the body under the other families' name (`model.model.mm_projector`)
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check: bool = False, **kwargs):
+        "MPT has eager attention only: the SDPA or flash-attention llava_nb asks every model for falls back to it."
+        if attn_implementation in ("sdpa", "flash_attention_2"): attn_implementation = None  # None: transformers' own fallback
+        return super()._check_and_adjust_attn_implementation(attn_implementation, is_init_check, **kwargs)
+
+LLAVA_CLASSES = {"llama": LlavaLlamaForCausalLM, "mistral": LlavaMistralForCausalLM, "qwen2": LlavaQwen2ForCausalLM,
+                 "mpt": LlavaMptForCausalLM}
 for _cls in LLAVA_CLASSES.values():
     AutoConfig.register(_cls.config_class.model_type, _cls.config_class, exist_ok=True)
     AutoModelForCausalLM.register(_cls.config_class, _cls, exist_ok=True)
@@ -281,11 +300,12 @@ def initialize_vision_modules(self: LlavaMetaForCausalLM, vision_tower: str | Pa
     for k, v in config_extra.items(): setattr(cfg, k, v)
     tower = CLIPVisionTower(cfg.mm_vision_tower, mm_vision_select_layer, mm_vision_select_feature)
     cfg.mm_hidden_size, cfg.use_mm_proj = tower.hidden_size, True
-    self.model.vision_tower = tower.to(self.device)
-    self.model.mm_projector = build_vision_projector(cfg).to(device=self.device, dtype=self.dtype)
+    inner = self.get_model()
+    inner.vision_tower = tower.to(self.device)
+    inner.mm_projector = build_vision_projector(cfg).to(device=self.device, dtype=self.dtype)
     if "unpad" in (getattr(cfg, "mm_patch_merge_type", None) or ""):  # LLaVA-1.6's row end, drawn at the embeddings' scale
         newline = torch.randn(cfg.hidden_size, device=self.device, dtype=self.dtype) / cfg.hidden_size ** 0.5
-        self.model.image_newline = nn.Parameter(newline)
+        inner.image_newline = nn.Parameter(newline)
     if pretrain_mm_mlp_adapter is not None: self.load_projector(pretrain_mm_mlp_adapter)
 
 @patch
@@ -294,7 +314,7 @@ def load_projector(self: LlavaMetaForCausalLM, path: str | Path) -> None:
     weights = load_tensors(path)
     own = {k.split("mm_projector.", 1)[1]: v for k, v in weights.items() if "mm_projector." in k}
     if not own: raise InputError(f"{path}: no 'mm_projector.*' tensors (keys: {', '.join(list(weights)[:5])}...)")
-    missing, unexpected = self.model.mm_projector.load_state_dict(own, strict=False)
+    missing, unexpected = self.get_model().mm_projector.load_state_dict(own, strict=False)
     if missing or unexpected: raise InputError(f"{path}: projector keys do not match this model's {self.config.mm_projector_type!r} projector: "
                                                f"missing {missing}, unexpected {unexpected}")
     self.load_image_newline(weights, path)
@@ -303,7 +323,7 @@ def load_projector(self: LlavaMetaForCausalLM, path: str | Path) -> None:
 def load_image_newline(self: LlavaMetaForCausalLM, weights: dict, path: str | Path) -> None:
     "Take LLaVA-1.6's `image_newline` from stage-1 weights when both have one (a file without it, such as a 1.5 projector, leaves it as drawn)."
     found = [v for k, v in weights.items() if k.endswith("image_newline")]
-    own = getattr(self.model, "image_newline", None)
+    own = getattr(self.get_model(), "image_newline", None)
     if found and own is None:
         import warnings  # the one warning of this module
         warnings.warn(f"{path}: its image_newline is not used by mm_patch_merge_type {getattr(self.config, 'mm_patch_merge_type', 'flat')!r}: ignored")

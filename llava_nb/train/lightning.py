@@ -13,10 +13,11 @@ from pathlib import Path
 from ..core import ArgumentParser
 
 # %% auto #0
-__all__ = ['BASES', 'lightning_commands', 'main']
+__all__ = ['BASES', 'FSDP_LAYER', 'lightning_commands', 'main']
 
 # %% ../../nbs/24_train.lightning.ipynb #90af7d11
 BASES = {"v0": ("./checkpoints/vicuna-7b-v0", "v0"), "v1": ("./checkpoints/vicuna-7b-v1-1", "v1"), "mpt": ("mosaicml/mpt-7b-chat", "mpt")}
+FSDP_LAYER = {"v0": "LlamaDecoderLayer", "v1": "LlamaDecoderLayer", "mpt": "MptBlock"}  # the decoder block FSDP wraps
 
 def lightning_commands(version: str, model: str | None = None, pretrain_data: str = "/path/to/cc3m_595k.json",
                        pretrain_images: str = "/path/to/cc3m_595k", instruct_data: str = "/path/to/llava_instruct_80k.json",
@@ -41,7 +42,7 @@ def lightning_commands(version: str, model: str | None = None, pretrain_data: st
     finetune = launch + ["--model_name_or_path", model, "--version", prompt, "--data_path", instruct_data, "--image_folder", instruct_images,
                          "--pretrain_mm_mlp_adapter", projector, "--output_dir", f"{out}/{name}", "--save_steps", "5000",
                          "--save_total_limit", "3", "--learning_rate", "2e-5", "--fsdp", "full_shard auto_wrap",
-                         "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "--dataloader_num_workers", "4"] + common
+                         "--fsdp_transformer_layer_cls_to_wrap", FSDP_LAYER[version], "--dataloader_num_workers", "4"] + common
     return [pretrain, extract, finetune]
 
 # %% ../../nbs/24_train.lightning.ipynb #c17ba9c9
@@ -56,15 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--instruct-data", default="/path/to/llava_instruct_80k.json")
     p.add_argument("--instruct-images", default="/path/to/coco/train2014")
     p.add_argument("--nproc", type=int, default=8, help="processes (GPUs) per stage; 1 runs without torchrun")
+    p.add_argument("--vision-tower", default="openai/clip-vit-large-patch14", help="the CLIP tower (hub name or folder)")
     p.add_argument("--out", default="./checkpoints", help="where the checkpoints go")
     a = p.parse_args(argv)
-    cmds = lightning_commands(a.version, a.model, a.pretrain_data, a.pretrain_images, a.instruct_data, a.instruct_images, a.nproc, out=a.out)
+    cmds = lightning_commands(a.version, a.model, a.pretrain_data, a.pretrain_images, a.instruct_data, a.instruct_images, a.nproc,
+                              a.vision_tower, a.out)
     if not a.run:
         for c in cmds:
             k = next(i for i, x in enumerate(c) if x.startswith("llava_nb.")) + 1  # the launcher and module, then flag-value pairs
             print(" \\\n    ".join([shlex.join(c[:k])] + [shlex.join(c[i:i + 2]) for i in range(k, len(c), 2)]), end="\n\n")
         return
-    if a.version == "mpt": raise SystemExit("MPT-based LLaVA is not supported by llava_nb (printed for reference only)")
     for c in cmds:
         print("$", shlex.join(c), flush=True)
         code = subprocess.run(c).returncode
