@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ from types import SimpleNamespace
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, InputError,
     default_device, default_dtype, load_tensors, read_json)
@@ -198,12 +199,14 @@ def _load_named(model, weights: dict, source, complete: str = "mm_projector") ->
 def _load_projector_only(model_path: Path, model_base, config, **kwargs):
     "Stage 1's output: the base LM's weights, then `mm_projector.bin` (and new token embeddings, with start/end tokens)."
     cls = llava_class_for(config.model_type)
-    model = _load_weights(cls, model_base, config, strict=False, **kwargs)
+    base_config = copy.deepcopy(config)  # stage 1's config counts the start/end tokens it added; the base's weights do not yet
+    base_config.vocab_size = AutoConfig.from_pretrained(model_base).vocab_size
+    model = _load_weights(cls, model_base, base_config, strict=False, **kwargs)
     file = model_path / "mm_projector.bin"
     if not file.exists(): file = model_path / "mm_projector.safetensors"
     weights = load_tensors(file)
     if not any("mm_projector" in k for k in weights): raise InputError(f"{file}: no mm_projector tensors (keys: {', '.join(list(weights)[:5])})")
-    embeds = {k: v for k, v in weights.items() if "embed_tokens" in k}
+    embeds = {k: v for k, v in weights.items() if "embed_tokens" in k or "transformer.wte" in k}  # LLaMA, MPT
     if embeds and embeds[next(iter(embeds))].shape[0] != model.get_input_embeddings().weight.shape[0]:
         resize_embeddings_mean(model, embeds[next(iter(embeds))].shape[0])  # start/end tokens were added in stage 1
     _load_named(model, weights, file)

@@ -44,7 +44,7 @@ def is_adapter(name: str) -> bool:
 
 def projector_state(model, with_embeddings: bool = False) -> dict:
     "The tensors stage 1 saves in mm_projector.bin: the projector and image_newline (and the input embeddings when new start/end tokens trained)."
-    keys = ("mm_projector", "image_newline") + (("embed_tokens",) if with_embeddings else ())
+    keys = ("mm_projector", "image_newline") + (("embed_tokens", "transformer.wte") if with_embeddings else ())  # LLaMA, MPT
     return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if any(s in k for s in keys)}
 
 def non_lora_trainables(model) -> dict:
@@ -122,7 +122,7 @@ def _build_model(model_args: ModelArguments, training_args: TrainingArguments, d
         model = llava_class_for(lm_type).from_pretrained(model_args.model_name_or_path, **kwargs)
     else: model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
     model.config.use_cache = False
-    if model_args.freeze_backbone: model.model.requires_grad_(False)
+    if model_args.freeze_backbone: model.base_model.requires_grad_(False)
     if training_args.bits in (4, 8):
         from peft import prepare_model_for_kbit_training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing)
@@ -139,7 +139,7 @@ def _setup_vision(model, model_args, data_args, training_args, tokenizer, dtype)
     tower = model.get_vision_tower().to(device=training_args.device, dtype=dtype)
     pinpoints = grid_pinpoints(data_args, tower.config.image_size)
     if pinpoints is not None: model.config.image_grid_pinpoints = pinpoints  # what the saved config records: inference tiles the same
-    model.model.mm_projector.to(dtype=dtype)
+    model.get_model().mm_projector.to(dtype=dtype)
     adapter = [p for name, p in model.named_parameters() if is_adapter(name)]
     old_vocab = model.get_input_embeddings().weight.shape[0]
     model.initialize_vision_tokenizer(tokenizer, model_args.mm_use_im_start_end, model_args.mm_use_im_patch_token)
