@@ -9,12 +9,13 @@ BENCH = [sys.executable, "-m", "llava_nb.bench.cli"]
 
 
 def test_bench_tiny_run_writes_every_figure(tmp_path):
-    run = subprocess.run(BENCH + ["--tiny", "--threads", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(BENCH + ["--tiny", "--threads", "1", "--out", str(tmp_path), "--no-vllm"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     saved = json.loads((tmp_path / "bench.json").read_text())
     names = [(f["section"], f["name"]) for f in saved["figures"]]
     assert [s for s, _ in names].count("generation") == 4
     assert [s for s, _ in names].count("serving") == 2 * len(saved["raw"]["serving"]) // 3  # two peers per number of streams
+    assert [s for s, _ in names].count("http") == 1
     assert [s for s, _ in names].count("multi-turn") == 3
     assert [s for s, _ in names].count("training") == 6
     assert saved["raw"]["generation"]["identical"]
@@ -31,4 +32,4 @@ def test_bench_tiny_run_writes_every_figure(tmp_path):
 def test_bench_refuses_an_unknown_section(tmp_path):
     run = subprocess.run(BENCH + ["--tiny", "--sections", "generation,speed"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
-    assert "generation, serving, multiturn, training" in run.stderr
+    assert "generation, serving, http, multiturn, training" in run.stderr
