@@ -12,6 +12,7 @@ def test_bench_tiny_run_writes_every_figure(tmp_path):
     run = subprocess.run(BENCH + ["--tiny", "--threads", "1", "--out", str(tmp_path), "--no-vllm"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["errors"] == {}
     names = [(f["section"], f["name"]) for f in saved["figures"]]
     assert [s for s, _ in names].count("generation") == 4
     assert [s for s, _ in names].count("serving") == 2 * len(saved["raw"]["serving"]) // 3  # two peers per number of streams
