@@ -25,7 +25,7 @@ from ..model.builder import load_pretrained_model
 from ..model.hf_format import export_llava_hf
 from ..model.llava import LlavaLlamaConfig, LlavaLlamaForCausalLM
 from ..quickstart import matmul_peak
-from ..serve.model_worker import BatchEngine, GenerationRequest  # the one import of the serving engine in llava_nb.bench
+from ..serve.engine import BatchEngine, GenerationRequest  # the one import of the serving engine in llava_nb.bench
 from ..tiny import CLIPProcessorPIL, save_clip_vision, train_llama_tokenizer
 
 # %% auto #0
