@@ -185,7 +185,7 @@ def test_stage_1_and_2_make_a_tiny_plain_mpt_answer_toy_questions(tiny, tmp_path
 
 def test_the_worker_engine_batches_both_mpt_formats_and_answers_as_generate_does(tiny):
     "The worker's batching engine (what the seed's worker command runs) on the latest and the 2023 (`<im_patch>`) MPT formats."
-    from llava_nb.serve.model_worker import BatchEngine, GenerationRequest
+    from llava_nb.serve.engine import BatchEngine, GenerationRequest
     from llava_nb.testing import PROMPT_MPT_2023
     cks, _, _ = tiny
     for name, prompt in (("mpt", PROMPT_MPT), ("mpt_2023", PROMPT_MPT_2023)):
