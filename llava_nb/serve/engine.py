@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -15,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ImageLoadError, load_image
@@ -26,7 +28,7 @@ from .edge import Limits, StopMatcher, check_generate_params
 
 # %% auto #0
 __all__ = ['RequestError', 'PromptTooLong', 'GenerationRequest', 'check_image_count', 'Engine', 'sample_next', 'detokenize_step',
-           'detokenize_flush', 'detokenize', 'merge_caches', 'trim_left', 'BatchEngine']
+           'detokenize_flush', 'detokenize', 'GrowingLayer', 'new_cache', 'merge_caches', 'trim_left', 'BatchEngine']
 
 # %% ../../nbs/31a_serve.engine.ipynb #ba3f3e99
 class RequestError(ValueError):
@@ -181,6 +183,39 @@ def detokenize(tokenizer, ids: Sequence[int]) -> str:
     return text + detokenize_flush(tokenizer, ids, p, r)
 
 # %% ../../nbs/31a_serve.engine.ipynb #fe1b6b9d
+class GrowingLayer(DynamicLayer):
+    "A `DynamicLayer` that writes each new token into spare columns, instead of copying its whole cache every step."
+    grow_by = 256  # spare columns added when the room is full: the cache is copied once every this many tokens
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized: self.lazy_initialization(key_states, value_states)
+        n, new = self.get_seq_length(), key_states.shape[-2]
+        stale = getattr(self, "_view", None) is not self.keys  # `keys` was replaced from outside (`batch_select_indices`, `crop`)
+        if stale or n + new > self._room[0].shape[-2]: self._grow(key_states, value_states, n + new)
+        self._room[0][..., n:n + new, :] = key_states
+        self._room[1][..., n:n + new, :] = value_states
+        self.keys = self._view = self._room[0][..., :n + new, :]  # (B, H, n + new, D): a view of the room
+        self.values = self._room[1][..., :n + new, :]
+        return self.keys, self.values
+
+    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
+        "A new room of `needed + grow_by` columns, holding the cache so far."
+        n = self.get_seq_length()
+        rooms = []
+        for old, new in ((self.keys, key_states), (self.values, value_states)):
+            room = new.new_empty((*new.shape[:-2], needed + self.grow_by, new.shape[-1]))  # (B, H, capacity, D)
+            if n: room[..., :n, :] = old
+            rooms.append(room)
+        self._room = tuple(rooms)
+
+def new_cache(config=None, data: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
+    "A `DynamicCache` for `config` whose full-attention layers are `GrowingLayer`s, filled with `data` (keys, values per layer)."
+    cache = DynamicCache(config=config)
+    if cache.layers: cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    else: cache.layer_class_to_replicate = GrowingLayer  # no config: layers are made as data arrives
+    for i, (keys, values) in enumerate(data): cache.update(keys, values, i)
+    return cache
+
 def _cache_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -195,14 +230,14 @@ def merge_caches(a: DynamicCache, mask_a: torch.Tensor, b: DynamicCache, mask_b:
     data = [(torch.cat([_left_pad(ka, length, 2), _left_pad(kb, length, 2)]), torch.cat([_left_pad(va, length, 2), _left_pad(vb, length, 2)]))
             for (ka, va), (kb, vb) in zip(_cache_tensors(a), _cache_tensors(b), strict=True)]
     mask = torch.cat([_left_pad(mask_a, length, 1), _left_pad(mask_b, length, 1)])
-    return DynamicCache(data, config=config), mask
+    return new_cache(config, data), mask
 
 def trim_left(cache: DynamicCache, mask: torch.Tensor, config=None):
     "Drop the leading columns that are padding in every row (after long rows leave the batch)."
     cols = mask.any(0).nonzero()
     start = int(cols[0]) if len(cols) else 0
     if start == 0: return cache, mask
-    return DynamicCache([(k[:, :, start:], v[:, :, start:]) for k, v in _cache_tensors(cache)], config=config), mask[:, start:]
+    return new_cache(config, [(k[:, :, start:], v[:, :, start:]) for k, v in _cache_tensors(cache)]), mask[:, start:]
 
 # %% ../../nbs/31a_serve.engine.ipynb #ef1dae93
 @dataclass
@@ -225,11 +260,13 @@ class BatchEngine(Engine):
                  max_batch_size: int = 8,  # rows decoded together (the worker's --limit-model-concurrency)
                  feature_cache_size: int = 64,  # images whose features are kept (keyed by the image bytes and size)
                  max_new_tokens_limit: int = 1024,  # the reference's cap on max_new_tokens
-                 model_name: str = "model"):
+                 model_name: str = "model",
+                 admit_wait_s: float = 0.01):  # how long an idle engine waits for requests arriving with the first, to prefill them together
         has_vision = hasattr(model, "get_vision_tower") and model.get_vision_tower() is not None
         super().__init__(model_name, context_len, max_batch_size, has_vision)
         self.tokenizer, self.model, self.image_processor = tokenizer, model, image_processor
         self.feature_cache_size, self.max_new_tokens_limit = feature_cache_size, max_new_tokens_limit
+        self.admit_wait_s = admit_wait_s
         self.max_prompt_chars = 32 * context_len  # far more than `context_len` tokens take, far less than a cost attack sends
         self.device = next(model.parameters()).device
         cfg = model.config
@@ -403,7 +440,7 @@ class BatchEngine(Engine):
         rows, embeds = [r for r, _ in admitted], [e for _, e in admitted]
         self.stats["prefills"] += 1
         x, mask, positions, _ = pad_spliced(embeds, [torch.zeros(e.shape[0], dtype=torch.long, device=self.device) for e in embeds], "left")
-        cache = DynamicCache(config=self.model.config)
+        cache = new_cache(self.model.config)
         out = self.model(inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
         keep = self._step_rows(rows, self._sample(rows, out.logits[:, -1]))
         return self._select(rows, cache, mask, keep)
@@ -441,9 +478,13 @@ class BatchEngine(Engine):
             return out
 
     def _take_waiting(self, room: int, block: bool) -> list[GenerationRequest]:
+        "Up to `room` waiting requests; an idle engine (`block`) waits for one, then up to `admit_wait_s` for those that come with it."
         reqs = []
         try:
-            if block: reqs.append(self.waiting.get(timeout=0.2))
+            if block:
+                reqs.append(self.waiting.get(timeout=0.2))
+                until = time.monotonic() + self.admit_wait_s
+                while len(reqs) < room: reqs.append(self.waiting.get(timeout=max(0.0, until - time.monotonic())))
             while len(reqs) < room: reqs.append(self.waiting.get_nowait())
         except queue.Empty: pass
         return reqs

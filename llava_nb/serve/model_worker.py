@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import torch
 
@@ -18,7 +19,7 @@ from .engine import BatchEngine
 from .worker_protocol import Worker, add_worker_protocol_args, make_worker_app, worker_from_args
 
 # %% auto #0
-__all__ = ['worker_arg_parser', 'load_worker', 'main']
+__all__ = ['worker_arg_parser', 'default_num_threads', 'load_worker', 'main']
 
 # %% ../../nbs/32_serve.model_worker.ipynb #99e9dcd0
 def worker_arg_parser() -> argparse.ArgumentParser:
@@ -34,8 +35,13 @@ def worker_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-4bit", action="store_true")
     p.add_argument("--use-flash-attn", action="store_true")
     p.add_argument("--num-gpus", type=int, default=1)
-    p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice; 1 is fastest for tiny models on a busy machine)")
+    p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice less one core, at least 1; see `default_num_threads`)")
     return p
+
+def default_num_threads() -> int:
+    "PyTorch's CPU threads when `--num-threads` is not given: PyTorch's own choice, with one core left to other processes."
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), usable - 1))
 
 def load_worker(args: argparse.Namespace) -> Worker:
     "Load the model the arguments name into a `BatchEngine`, behind a `Worker`."
@@ -50,7 +56,7 @@ def load_worker(args: argparse.Namespace) -> Worker:
 def main(argv: list[str] | None = None):
     "Run a model worker (the reference's flags)."
     args = worker_arg_parser().parse_args(argv)
-    if args.num_threads: torch.set_num_threads(args.num_threads)
+    torch.set_num_threads(args.num_threads or default_num_threads())
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     with user_errors(): worker = load_worker(args)  # a broken --model-path: one error line naming the file, status 2
     run_server(make_worker_app(worker), args.host, args.port, args.log_level)
