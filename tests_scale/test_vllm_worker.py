@@ -306,13 +306,25 @@ def test_vllm_server_killed_mid_stream(stack):
     "vLLM dies (SIGKILL) in the middle of an answer: the stream ends with an error naming vLLM, the worker that started it exits "
     "with the cause, and the controller drops it."
     pid = stack["details"]["engine"]["pid"]
-    # vLLM writes a lone 440-token answer in about 0.15 s, often before the kill lands; with 12 other long answers in its batch it
-    # takes seconds, so the kill on the first chunk falls mid-stream (the others end with the same error)
-    load = [threading.Thread(target=lambda: first_chunk_then(stack["controller"], "llava-tiny-vllm", lambda: None), daemon=True)
-            for _ in range(12)]
-    for t in load: t.start()
-    time.sleep(0.5)
-    chunks = first_chunk_then(stack["controller"], "llava-tiny-vllm", lambda: os.kill(pid, signal.SIGKILL))
+    # A lone 440-token answer takes vLLM about 0.15 s, and on two cores its busy engine starves the worker and controller, so the
+    # first chunk can reach us after the whole answer was written. 12 streams kept going until the kill share the batch with ours
+    # (a 440-token answer then takes about 6 s), and the kill comes 1.5 s after ours was sent: mid-answer, by vLLM's clock.
+    killed = threading.Event()
+
+    def keep_busy():
+        while not killed.is_set():
+            try: first_chunk_then(stack["controller"], "llava-tiny-vllm", lambda: None)
+            except httpx.HTTPError: pass
+
+    for t in [threading.Thread(target=keep_busy, daemon=True) for _ in range(12)]: t.start()
+    time.sleep(1.0)
+
+    def kill():
+        killed.set()
+        os.kill(pid, signal.SIGKILL)
+
+    threading.Timer(1.5, kill).start()
+    chunks = first_chunk_then(stack["controller"], "llava-tiny-vllm", lambda: None)
     print(chunks[-1])
     assert chunks[-1]["error_code"] != 0 and len(chunks) < 400, chunks[-1]
     assert f"vLLM at {stack['vllm_url']}" in chunks[-1]["text"] or f"worker {stack['vllm']}" in chunks[-1]["text"], chunks[-1]
