@@ -23,8 +23,9 @@ from .tokenizer import load_tokenizer
 
 # %% auto #0
 __all__ = ['PROMPT_LATEST', 'PROMPT_2023', 'PROMPT_MPT', 'PROMPT_MPT_2023', 'ANYRES_PINPOINTS', 'ANYRES_IMAGE_SIZE', 'CHROMIUM',
-           'CHROMIUM_ARGS', 'MISSING_CHROMIUM', 'example_image', 'is_anyres', 'is_2023', 'example_prompt',
-           'example_inputs', 'example_image_sizes', 'TinyCheckpoints', 'make_tiny_checkpoints', 'launch_chromium']
+           'CHROMIUM_ARGS', 'MISSING_CHROMIUM', 'example_image', 'save_example_images', 'is_anyres', 'is_2023',
+           'example_prompt', 'example_inputs', 'example_image_sizes', 'TinyCheckpoints', 'make_tiny_checkpoints',
+           'launch_chromium']
 
 # %% ../nbs/09_testing.ipynb #37fad321
 PROMPT_LATEST = "USER: <image>\nWhat colour is the circle? ASSISTANT:"
@@ -44,6 +45,12 @@ def example_image(size: int = 48,  # width (and height, unless `height` is given
     draw.ellipse((4, 4, width // 2, height // 2), fill=(220, 30, 30))
     draw.rectangle((width // 2, height // 2, width - 4, height - 4), fill=(30, 60, 220))
     return image
+
+def save_example_images(folder: Path, sizes) -> list[Path]:
+    "`example_image` at each `(width, height)` of `sizes`, saved as `folder/image_WxH.png`: the paths, in order."
+    paths = [Path(folder) / f"image_{w}x{h}.png" for w, h in sizes]
+    for path, (w, h) in zip(paths, sizes): example_image(w, h).save(path)
+    return paths
 
 def is_anyres(model) -> bool: return getattr(model.config, "image_aspect_ratio", None) == "anyres"
 

@@ -8,7 +8,7 @@ from PIL import Image
 from llava_nb.mm_utils import get_anyres_image_grid_shape, process_images, tokenizer_image_token
 from llava_nb.model.builder import load_pretrained_model
 from llava_nb.reference import run_reference
-from llava_nb.testing import ANYRES_PINPOINTS, PROMPT_LATEST, example_image, make_tiny_checkpoints
+from llava_nb.testing import ANYRES_PINPOINTS, PROMPT_LATEST, make_tiny_checkpoints, save_example_images
 
 TOLERANCE = 1e-5
 GREEDY = 20
@@ -21,12 +21,7 @@ PROMPTS = ["USER: <image>\nWhat colour is the circle? ASSISTANT:", "USER: <image
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("llava16")
     cks = make_tiny_checkpoints(root / "tiny", formats=("v1_6", "v1_6_mistral"))
-    images = []
-    for width, height in SIZES:
-        path = root / f"image_{width}x{height}.png"
-        example_image(width, height).save(path)
-        images.append(path)
-    return cks, images
+    return cks, save_example_images(root, SIZES)
 
 
 def llava_nb_outputs(path, image):

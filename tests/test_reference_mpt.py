@@ -10,7 +10,7 @@ from PIL import Image
 from llava_nb.mm_utils import process_images, tokenizer_image_token
 from llava_nb.model.builder import load_pretrained_model
 from llava_nb.reference import run_reference
-from llava_nb.testing import PROMPT_MPT, example_image, make_tiny_checkpoints
+from llava_nb.testing import PROMPT_MPT, make_tiny_checkpoints, save_example_images
 
 TOLERANCE = 1e-5
 GREEDY = 20
@@ -22,12 +22,7 @@ PROMPTS = [PROMPT_MPT, "<|im_start|>user\n<image>\nDescribe the image briefly.<|
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("mpt_reference")
     cks = make_tiny_checkpoints(root / "tiny", formats=("mpt",))
-    images = []
-    for width, height in SIZES:
-        path = root / f"image_{width}x{height}.png"
-        example_image(width, height).save(path)
-        images.append(path)
-    return cks, images
+    return cks, save_example_images(root, SIZES)
 
 
 def test_llava_mpt_logits_and_greedy_tokens_equal_the_reference(setup):
