@@ -77,9 +77,9 @@ class LLaVATrainer(Trainer):
         return self.optimizer
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
         folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-        save_stage_files(self.model, self.args, folder)
+        if self.args.should_save: save_stage_files(self.model, self.args, folder)  # before trainer_state.json, the mark of a complete checkpoint
+        super()._save_checkpoint(model, trial)
 
 def _save_atomically(state: dict, path: Path) -> None:
     "torch.save to a temporary name, then rename: a run killed while saving never leaves a half-written file under `path`."
