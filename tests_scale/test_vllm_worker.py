@@ -56,6 +56,17 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def group_members(pgid: int) -> list[int]:
+    "The pids of the process group `pgid`."
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit(): continue
+        try: stat = open(f"/proc/{entry}/stat").read()
+        except OSError: continue  # it ended meanwhile
+        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid: members.append(int(entry))  # fields after the name: state, ppid, pgrp
+    return members
+
+
 def wait_until(condition, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -306,28 +317,39 @@ def test_vllm_server_killed_mid_stream(stack):
     "vLLM dies (SIGKILL) in the middle of an answer: the stream ends with an error naming vLLM, the worker that started it exits "
     "with the cause, and the controller drops it."
     pid = stack["details"]["engine"]["pid"]
-    # A lone 440-token answer takes vLLM about 0.15 s, and on two cores its busy engine starves the worker and controller, so with
-    # equal shares of the CPU the first chunk could reach us after the whole answer was written. vLLM's processes are lowered to
-    # the least CPU priority (nice 19): the relays then run as soon as a chunk is there, and four streams kept going share vLLM's
-    # batch with ours, so that each of its steps is slower. The kill comes when our first chunk arrives: mid-answer, by vLLM's clock.
-    os.setpriority(os.PRIO_PGRP, os.getpgid(pid), 19)
-    killed = threading.Event()
+    # A lone 440-token answer takes vLLM about 0.15 s, and on two cores its busy engine starves its own API server, the worker and
+    # the controller: the first chunk can reach us after the whole answer was written, and a kill then comes too late. So when our
+    # first chunk arrives, vLLM's engine processes (all but the API server) are stopped (SIGSTOP); if the answer still ends within
+    # 0.5 s, the engine had finished it: it is let go on (SIGCONT) and a new request tried. Otherwise the engine is frozen in the
+    # middle of the answer, and the server is killed there. Four streams kept going share the engine's batch, so it is slower.
+    engine = [p for p in group_members(pid) if p != pid]
+    assert engine, "vLLM's engine process was not found"
+    busy = threading.Event()
 
     def keep_busy():
-        while not killed.is_set():
+        while not busy.is_set():
             try: first_chunk_then(stack["controller"], "llava-tiny-vllm", lambda: None)
             except httpx.HTTPError: pass
 
     for t in [threading.Thread(target=keep_busy, daemon=True) for _ in range(4)]: t.start()
     time.sleep(1.0)
-
-    def kill():
-        killed.set()
-        os.kill(pid, signal.SIGKILL)
-
-    chunks = first_chunk_then(stack["controller"], "llava-tiny-vllm", kill)
+    for attempt in range(10):
+        first, chunks = threading.Event(), []
+        stream = threading.Thread(target=lambda: chunks.extend(first_chunk_then(stack["controller"], "llava-tiny-vllm", first.set)))
+        stream.start()
+        assert first.wait(60), "no first chunk"
+        for p in engine: os.kill(p, signal.SIGSTOP)
+        stream.join(0.5)
+        if stream.is_alive(): break  # the answer is not over, and the engine is frozen: kill the server mid-answer
+        for p in engine: os.kill(p, signal.SIGCONT)
+    else: raise AssertionError("in 10 tries, the engine always had the whole answer when its first chunk arrived")
+    busy.set()
+    os.kill(pid, signal.SIGKILL)
+    for p in engine: os.kill(p, signal.SIGCONT)  # the worker ends them (SIGTERM, then SIGKILL): a stopped process would hold a SIGTERM
+    stream.join(60)
+    print(f"killed at try {attempt + 1}")
     print(chunks[-1])
-    assert chunks[-1]["error_code"] != 0 and len(chunks) < 400, chunks[-1]
+    assert chunks[0]["error_code"] == 0 and chunks[-1]["error_code"] != 0 and len(chunks) < 400, chunks[-1]  # text, then the error
     assert f"vLLM at {stack['vllm_url']}" in chunks[-1]["text"] or f"worker {stack['vllm']}" in chunks[-1]["text"], chunks[-1]
     worker = stack["procs"].pop("vllm")
     assert worker.wait(60) == 1  # the worker exits with an error
