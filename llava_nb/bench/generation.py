@@ -149,7 +149,8 @@ def chat_nb(pair: BenchPair, questions: list[str], image: Image.Image, new_token
             before, start = calls.count, time.perf_counter()
             engine.generate([req])
             if req.error: raise RuntimeError(f"the engine failed turn {k + 1}: {req.error}")
-            records.append(_turn_record("llava_nb", k + 1, start, first[0] if first else None, calls.count - before, req.prompt_tokens, req.text))
+            prefill = req.prompt_tokens - req.cached_tokens  # the positions run through the model: the prefix cache held the rest
+            records.append(_turn_record("llava_nb", k + 1, start, first[0] if first else None, calls.count - before, prefill, req.text))
             turns[-1] = (q, req.text)
     finally: calls.close()
     return records

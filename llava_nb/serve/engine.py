@@ -25,6 +25,7 @@ from ..model.anyres import image_feature_rows
 from ..model.llava import image_slots, pad_spliced, splice_sequence
 from .controller import ERROR_OK, ERROR_WORKER, logger
 from .edge import Limits, StopMatcher, check_generate_params
+from .prefix_cache import PrefixCache, position_keys
 
 # %% auto #0
 __all__ = ['RequestError', 'PromptTooLong', 'GenerationRequest', 'check_image_count', 'Engine', 'sample_next', 'detokenize_step',
@@ -55,13 +56,15 @@ class GenerationRequest:
     finish_reason: str | None = None  # 'stop', 'length', 'context_length', 'error', 'cancelled'
     error: str | None = None
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt positions whose keys and values came from the prefix cache (not computed again)
     completion_tokens: int = 0
     cancelled: bool = False
     done: threading.Event = field(default_factory=threading.Event)
 
     def usage(self) -> dict:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}  # as OpenAI's API reports prompt caching
 
 def check_image_count(req: GenerationRequest) -> None:
     "Refuse a request whose images do not match its `<image>` placeholders one for one."
@@ -252,6 +255,8 @@ class _Row:
     read_offset: int = 0
     next_token: int | None = None
     matcher: StopMatcher | None = None  # the request's stop strings, fed the text as it grows
+    keys: tuple = ()  # the prompt's position keys (`position_keys`), for the prefix cache
+    images_end: int = 0  # the position after the prompt's last image (0: no image)
 
 class BatchEngine(Engine):
     "Runs one model for many concurrent requests: prefill newcomers, join them to the running batch, decode, stream, stop per row."
@@ -261,7 +266,8 @@ class BatchEngine(Engine):
                  feature_cache_size: int = 64,  # images whose features are kept (keyed by the image bytes and size)
                  max_new_tokens_limit: int = 1024,  # the reference's cap on max_new_tokens
                  model_name: str = "model",
-                 admit_wait_s: float = 0.01):  # how long an idle engine waits for requests arriving with the first, to prefill them together
+                 admit_wait_s: float = 0.01,  # how long an idle engine waits for requests arriving with the first, to prefill them together
+                 prefix_cache_mb: float = 512):  # memory for finished answers' keys and values, reused by requests that start the same way (0: off)
         has_vision = hasattr(model, "get_vision_tower") and model.get_vision_tower() is not None
         super().__init__(model_name, context_len, max_batch_size, has_vision)
         self.tokenizer, self.model, self.image_processor = tokenizer, model, image_processor
@@ -276,6 +282,8 @@ class BatchEngine(Engine):
         self.waiting: queue.Queue = queue.Queue()
         self.features: OrderedDict = OrderedDict()
         self.stats = {"feature_cache_hits": 0, "feature_cache_misses": 0, "steps": 0, "max_rows": 0, "prefills": 0}
+        full_attention = all(type(layer) is GrowingLayer for layer in new_cache(cfg).layers)  # a sliding window cannot be cut at any prefix
+        self.prefix = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 and full_attention else None
         self.thread: threading.Thread | None = None
         self.cache_kw = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"  # transformers renamed it
 
@@ -290,7 +298,8 @@ class BatchEngine(Engine):
                 self.thread = threading.Thread(target=self._run, name="llava-batch-engine", daemon=False)
                 self.thread.start()
 
-    def details(self) -> dict: return {"feature_cache": dict(self.stats)}
+    def details(self) -> dict:
+        return {"feature_cache": dict(self.stats), "prefix_cache": dict(self.prefix.stats) if self.prefix else None}
 
     # ---- prompt -> embeddings
     def tokenize(self, prompt: str) -> torch.Tensor:
@@ -347,11 +356,31 @@ class BatchEngine(Engine):
         "The prompt's input embeddings (T, D), image features spliced in (`keys`: the images' cache keys, default a hash of their pixels)."
         embeds = self.model.get_input_embeddings()(ids.clamp(min=0))
         if not images: return embeds
-        keys = keys or [hashlib.sha1(im.tobytes() + repr(im.size).encode()).hexdigest() for im in images]
+        keys = keys or self.image_keys(images)
         feats = self.image_features(images, keys)
         slots = image_slots(ids, getattr(self.model.config, "im_patch_token", None))
         spliced, _ = splice_sequence(embeds, torch.full_like(ids, IGNORE_INDEX), slots, feats)
         return spliced
+
+    def image_keys(self, images: Sequence[Image.Image]) -> list[str]:
+        "The images' cache keys: a hash of their pixels and size."
+        return [hashlib.sha1(im.tobytes() + repr(im.size).encode()).hexdigest() for im in images]
+
+    def position_keys(self, ids: torch.Tensor, images: Sequence[Image.Image], keys: Sequence) -> tuple[tuple, int]:
+        "The prompt's position keys for the prefix cache (an image row is its key and size), and the position after its last image."
+        slots = image_slots(ids, getattr(self.model.config, "im_patch_token", None))
+        rows = [length if self.is_2023 else self.image_rows(image) for (_, length), image in zip(slots, images, strict=True)]
+        return position_keys(ids.tolist(), slots, [(key, tuple(im.size)) for key, im in zip(keys, images, strict=True)], rows)
+
+    def reuse(self, row: _Row, ids: torch.Tensor, images: Sequence[Image.Image], keys: Sequence):
+        """The prompt's embeddings after what the prefix cache holds, and the cached keys and values (None: nothing reused).
+        At least the last position is computed (its logits give the first token); images inside the reused part are not encoded."""
+        n, past = self.prefix.match(row.keys[:-1]) if self.prefix else (0, None)
+        row.req.cached_tokens = n
+        if n == 0: return self.embed(ids, images, keys), None
+        if n >= row.images_end:  # every image is in the reused part: only token embeddings are needed
+            return self.model.get_input_embeddings()(ids[n - (len(row.keys) - len(ids)):]), past
+        return self.embed(ids, images, keys)[n:], past
 
     # ---- the decoding loop
     def _finish(self, row: _Row, reason: str, text: str | None = None, error: str | None = None, error_type: str = "invalid_request") -> None:
@@ -419,33 +448,67 @@ class BatchEngine(Engine):
                              f"(image features included) of the model's context of {self.context_len}, leaving none to answer. "
                              "Please start a new conversation, thanks.")
                 return None
-            e = self.embed(ids, images, req.image_keys)
+            keys = req.image_keys or self.image_keys(images)
+            row.keys, row.images_end = self.position_keys(ids, images, keys)
+            e, past = self.reuse(row, ids, images, keys)  # what the prefix cache does not hold
         except (RequestError, ImageLoadError, ValueError) as ex:
             self._finish(row, "error", error=f"{self.origin}: {ex}"); return None
         except Exception as ex:  # e.g. the vision tower failing on this image: only this request fails
             logger.exception("preparing a request failed")
             self._finish(row, "error", error=f"{self.origin} could not prepare the request: {type(ex).__name__}: {ex}",
                          error_type="server_error"); return None
-        if e.shape[0] != req.prompt_tokens:  # the count and the splice disagree: a bug, which would put the budget off
-            self._finish(row, "error", error=f"{self.origin}: the prompt was counted as {req.prompt_tokens} positions "
-                         f"but its embeddings hold {e.shape[0]}", error_type="server_error"); return None
+        if req.cached_tokens + e.shape[0] != req.prompt_tokens or len(row.keys) != req.prompt_tokens:  # a bug: the budget would be off
+            self._finish(row, "error", error=f"{self.origin}: the prompt was counted as {req.prompt_tokens} positions but its embeddings "
+                         f"hold {req.cached_tokens} cached + {e.shape[0]} and its keys {len(row.keys)}", error_type="server_error"); return None
         row.matcher = StopMatcher(req.stop)
         row.position = req.prompt_tokens - 1  # the last prompt position: `_step_rows` moves it on, so the first new token goes after it
-        return row, e
+        return row, e, past
 
     def _prefill(self, reqs: list[GenerationRequest]):
         "Run newcomers' prompts through the model: returns (rows, cache, mask) of those that go on decoding."
         admitted = [a for a in map(self._admit, reqs) if a is not None]
         if not admitted: return [], None, None
-        rows, embeds = [r for r, _ in admitted], [e for _, e in admitted]
         self.stats["prefills"] += 1
+        fresh = [(row, e) for row, e, past in admitted if past is None]
+        groups = [self._forward_prompts([row for row, _ in fresh], [e for _, e in fresh])] if fresh else []
+        groups += [self._forward_after(row, e, past) for row, e, past in admitted if past is not None]
+        rows, cache, mask, logits = groups[0]
+        for more_rows, more_cache, more_mask, more_logits in groups[1:]:  # each prompt after a cached prefix was its own forward pass
+            cache, mask = merge_caches(cache, mask, more_cache, more_mask, self.model.config)
+            rows, logits = rows + more_rows, torch.cat([logits, more_logits])
+        keep = self._step_rows(rows, self._sample(rows, logits))
+        return self._select(rows, cache, mask, keep)
+
+    def _forward_prompts(self, rows: list[_Row], embeds: list[torch.Tensor]):
+        "Whole prompts through the model together, left-padded: (rows, cache, mask, next-token logits)."
         x, mask, positions, _ = pad_spliced(embeds, [torch.zeros(e.shape[0], dtype=torch.long, device=self.device) for e in embeds], "left")
         cache = new_cache(self.model.config)
         out = self.model(inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
-        keep = self._step_rows(rows, self._sample(rows, out.logits[:, -1]))
-        return self._select(rows, cache, mask, keep)
+        return rows, cache, mask, out.logits[:, -1]
+
+    def _forward_after(self, row: _Row, embeds: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]]):
+        "The rest of one prompt (`embeds`, (T, D)) after its cached prefix (`past`, copied): (rows, cache, mask, next-token logits)."
+        cached = past[0][0].shape[2]
+        total = cached + embeds.shape[0]
+        cache = new_cache(self.model.config, past)
+        mask = torch.ones(1, total, dtype=torch.long, device=self.device)
+        positions = torch.arange(cached, total, device=self.device)[None]
+        out = self.model(inputs_embeds=embeds[None], attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                         **{self.cache_kw: cache})
+        return [row], cache, mask, out.logits[:, -1]
+
+    def _remember(self, row: _Row, cache, mask: torch.Tensor, i: int) -> None:
+        "Keep finished row `i`'s keys and values (prompt and answer) in the prefix cache."
+        length = int(mask[i].sum())  # its positions: the last ones of the batch's (padding is on the left)
+        if length < self.prefix.min_positions: return
+        start = mask.shape[1] - length
+        kv = [(k[i:i + 1, :, start:].clone(), v[i:i + 1, :, start:].clone()) for k, v in _cache_tensors(cache)]
+        self.prefix.add((row.keys + tuple(row.ids))[:length], kv)
 
     def _select(self, rows, cache, mask, keep):
+        if self.prefix is not None:
+            for i, (row, kept) in enumerate(zip(rows, keep)):
+                if not kept and row.req.finish_reason in ("stop", "length"): self._remember(row, cache, mask, i)
         if all(keep): return rows, cache, mask
         idx = [i for i, k in enumerate(keep) if k]
         if not idx: return [], None, None

@@ -36,6 +36,7 @@ def worker_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-flash-attn", action="store_true")
     p.add_argument("--num-gpus", type=int, default=1)
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's choice less one core, at least 1; see `default_num_threads`)")
+    p.add_argument("--prefix-cache-mb", type=float, default=512, help="memory for finished answers' keys and values, reused by the next turn of a chat (0: off)")
     return p
 
 def default_num_threads() -> int:
@@ -50,7 +51,8 @@ def load_worker(args: argparse.Namespace) -> Worker:
     logger.info(f"loading model {name} from {args.model_path}")
     tokenizer, model, processor, context_len = load_pretrained_model(args.model_path, args.model_base, name, args.load_8bit, args.load_4bit,
                                                                      device=args.device, use_flash_attn=args.use_flash_attn)
-    engine = BatchEngine(tokenizer, model, processor, context_len, max_batch_size=args.limit_model_concurrency, model_name=name)
+    engine = BatchEngine(tokenizer, model, processor, context_len, max_batch_size=args.limit_model_concurrency, model_name=name,
+                         prefix_cache_mb=args.prefix_cache_mb)
     return worker_from_args(args, engine)
 
 def main(argv: list[str] | None = None):
