@@ -56,15 +56,16 @@ class GenerationRequest:
     finish_reason: str | None = None  # 'stop', 'length', 'context_length', 'error', 'cancelled'
     error: str | None = None
     prompt_tokens: int = 0
-    cached_tokens: int = 0  # prompt positions whose keys and values came from the prefix cache (not computed again)
+    cached_tokens: int | None = None  # prompt positions whose keys and values came from a prefix cache (None: the engine does not say)
     completion_tokens: int = 0
     cancelled: bool = False
     done: threading.Event = field(default_factory=threading.Event)
 
     def usage(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}  # as OpenAI's API reports prompt caching
+        counts = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                  "total_tokens": self.prompt_tokens + self.completion_tokens}
+        if self.cached_tokens is None: return counts
+        return {**counts, "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}  # as OpenAI's API reports prompt caching
 
 def check_image_count(req: GenerationRequest) -> None:
     "Refuse a request whose images do not match its `<image>` placeholders one for one."
@@ -457,7 +458,7 @@ class BatchEngine(Engine):
             logger.exception("preparing a request failed")
             self._finish(row, "error", error=f"{self.origin} could not prepare the request: {type(ex).__name__}: {ex}",
                          error_type="server_error"); return None
-        if req.cached_tokens + e.shape[0] != req.prompt_tokens or len(row.keys) != req.prompt_tokens:  # a bug: the budget would be off
+        if (req.cached_tokens or 0) + e.shape[0] != req.prompt_tokens or len(row.keys) != req.prompt_tokens:  # a bug: the budget would be off
             self._finish(row, "error", error=f"{self.origin}: the prompt was counted as {req.prompt_tokens} positions but its embeddings "
                          f"hold {req.cached_tokens} cached + {e.shape[0]} and its keys {len(row.keys)}", error_type="server_error"); return None
         row.matcher = StopMatcher(req.stop)

@@ -254,6 +254,8 @@ def _stream(engine: VLLMEngine, req: GenerationRequest) -> tuple[str, str | None
             usage = event.get("usage") or {}
             req.prompt_tokens = int(usage.get("prompt_tokens") or req.prompt_tokens)
             req.completion_tokens = int(usage.get("completion_tokens") or req.completion_tokens)
+            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")  # vLLM says it with --enable-prompt-tokens-details
+            if cached is not None: req.cached_tokens = int(cached)
             for choice in event.get("choices") or []:
                 text += (choice.get("delta") or {}).get("content") or ""
                 finish = choice.get("finish_reason") or finish
