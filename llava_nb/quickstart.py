@@ -166,16 +166,19 @@ def _lm_phase(world: Path, bases: Path, s: dict, seed: int) -> dict:
     return train_toy_lm(world, load_tokenizer(bases / "tokenizer"), bases / "lm", steps=s["lm_steps"],
                         batch_size=s["lm_batch"], lr=s["lm_lr"], seed=seed, position=1)
 
-def matmul_peak(seconds: float = 1.0, n: int = 1024) -> float:
-    "This machine's fp32 matmul throughput (FLOP/s) on all its cores, measured now."
-    threads = torch.get_num_threads(); torch.set_num_threads(os.cpu_count() or 1)
+def matmul_peak(seconds: float = 1.0, n: int = 1024,
+                threads: int | None = None,  # PyTorch threads to measure with (None: one per core)
+               ) -> float:
+    "This machine's fp32 matmul throughput (FLOP/s) with `threads` threads, measured now."
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     try:
         a, b = torch.randn(n, n), torch.randn(n, n)
         a @ b
         count, start = 0, time.time()
         while time.time() - start < seconds: a @ b; count += 1
         return 2 * n ** 3 * count / (time.time() - start)
-    finally: torch.set_num_threads(threads)
+    finally: torch.set_num_threads(before)
 
 # %% ../nbs/90_quickstart.ipynb #914672f8
 def run_quickstart(out: str | Path = "runs/quickstart", size: str = "default", seed: int = 0) -> dict:

@@ -66,9 +66,8 @@ def run_bench(setting: str = "quick", sections: tuple[str, ...] = SECTIONS, thre
     workdir = Path(workdir)
     results = {"setting": setting, "shape": s["shape"], "machine": machine_info(threads), "raw": {}, "seconds": {}, "figures": [],
                "errors": {}}
-    results["matmul_peaks_flops"] = [matmul_peak() for _ in range(3)]
+    results["matmul_peaks_flops"] = [matmul_peak(threads=threads) for _ in range(3)]  # with the threads every measurement uses
     results["matmul_peak_flops"] = max(results["matmul_peaks_flops"])  # a peak is the best the machine showed
-    torch.set_num_threads(threads)  # matmul_peak measures on every core, then restores what it found
     bandwidth = read_bandwidth()
     results["read_bandwidth_bytes_per_s"] = bandwidth.high
     path = build_bench_model(workdir / "model", SHAPES[s["shape"]], seed)
@@ -90,9 +89,8 @@ def run_bench(setting: str = "quick", sections: tuple[str, ...] = SECTIONS, thre
         figures += _section("multiturn", results, lambda: bench_multiturn(pair, 5, s["chat_tokens"], s["chat_trials"]))
     del pair; gc.collect()
     if "training" in sections:
-        results["matmul_peaks_flops"] += [matmul_peak() for _ in range(2)]  # measured again next to the steps it is compared with
+        results["matmul_peaks_flops"] += [matmul_peak(threads=threads) for _ in range(2)]  # measured again next to the steps it is compared with
         results["matmul_peak_flops"] = max(results["matmul_peaks_flops"])
-        torch.set_num_threads(threads)
         figures += _section("training", results, lambda: bench_training(path, results["matmul_peak_flops"], s["train_batch"],
                                                                           s["train_steps"], s["train_scale"], seed))
     results["figures"] = figures
