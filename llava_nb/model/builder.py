@@ -25,8 +25,8 @@ from .llava import is_multimodal_config, llava_class_for, resize_embeddings_mean
 __all__ = ['WEIGHT_FILES', 'DEFAULT_VISION_TOWER_2023', 'MPT_SUPPORTED', 'PEFT_04_LORA_KEYS', 'read_config_json',
            'is_llava_hf_config', 'is_llava_next_config', 'checkpoint_kind', 'is_mpt_2023', 'check_mpt_config',
            'config_errors', 'llava_config', 'attention_implementation', 'check_weight_files', 'checkpoint_location',
-           'load_pretrained_model', 'prepare_multimodal', 'context_length', 'save_llava_checkpoint',
-           'save_lora_adapters']
+           'load_pretrained_model', 'prepare_multimodal', 'cpu_decoding_layout', 'context_length',
+           'save_llava_checkpoint', 'save_lora_adapters']
 
 # %% ../../nbs/07_model.builder.ipynb #ef338d94
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -246,10 +246,10 @@ def load_pretrained_model(model_path: str | Path,  # checkpoint folder (or hub n
                          "pass model_base / --model-base, the language model it was trained on")
     if kind == "llava-hf":
         from llava_nb.model.hf_format import import_llava_hf
-        return import_llava_hf(model_path, device=device, dtype=torch_dtype)
+        return _decoding_layout(*import_llava_hf(model_path, device=device, dtype=torch_dtype))
     if kind == "llava-next":
         from llava_nb.model.hf_next import import_llava_next
-        return import_llava_next(model_path, device=device, dtype=torch_dtype)
+        return _decoding_layout(*import_llava_next(model_path, device=device, dtype=torch_dtype))
     tokenizer = load_tokenizer(model_base if kind in ("lora", "projector") else model_path)
     if kind == "lm":
         check_weight_files(model_path)
@@ -278,7 +278,25 @@ def prepare_multimodal(model, tokenizer, device, dtype):
 
 def _finish(model, device):
     if not hasattr(model, "hf_device_map"): model.to(device)
+    cpu_decoding_layout(model)
     return model.eval()
+
+def _decoding_layout(tokenizer, model, image_processor, context_len):
+    cpu_decoding_layout(model)
+    return tokenizer, model, image_processor, context_len
+
+def cpu_decoding_layout(model) -> int:
+    """Store the language model's linear weights on the CPU column-major (each input feature's weights contiguous): the same values,
+    which PyTorch's fp32 matrix-vector products (batch-1 decoding) read about 1.5x faster. Returns how many weights were laid out again."""
+    tied = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
+    moved = 0
+    for name, module in model.named_modules():
+        if type(module) is not torch.nn.Linear or "vision_tower" in name or "mm_projector" in name: continue  # those run on whole images
+        weight = module.weight
+        if weight is tied or weight.device.type != "cpu" or not weight.dtype.is_floating_point or weight.stride(0) == 1: continue
+        weight.data = weight.data.t().contiguous().t()  # (out, in) with strides (1, out)
+        moved += 1
+    return moved
 
 def context_length(config) -> int:
     "The reference's context length: `max_sequence_length` if the config has it, else the LM's positions (capped at 2048)."
