@@ -170,6 +170,7 @@ def bench_training(path, peak_flops: float, batch_size: int = 8, steps: int = 4,
                    seed: int = 0) -> tuple[list[Figure], dict]:
     "Both stages on fresh copies of the model at `path` (training changes the weights): figures and raw measurements."
     pair = load_pair(path)
+    for p in pair.model.parameters(): p.data = p.data.contiguous()  # as the trainer loads them (not `cpu_decoding_layout`'s)
     tower = pair.model.get_vision_tower()
     pixels = process_images([example_image(tower.config.image_size)], pair.image_processor, pair.model.config)[0]
     figures, raw = [], {}

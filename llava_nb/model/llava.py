@@ -197,9 +197,10 @@ class LlavaMetaForCausalLM:
         slots = [image_slots(i, _patch_id(self.config)) for i in ids]
         features = self.image_features(images, image_sizes)  # M x (rows, D)
         used, dummies = assign_images([len(s) for s in slots], len(features))
-        embed = self.get_input_embeddings()
-        spliced = [splice_sequence(embed(i.clamp(min=0)), l, s, [features[k] for k in u], [features[k] for k in d])
-                   for i, l, s, u, d in zip(ids, labs, slots, used, dummies)]
+        table = self.get_input_embeddings()(input_ids.clamp(min=0))  # (B, T, D): one lookup, so one (vocab, D) gradient in training
+        tokens = [table[b][mask[b]] for b in range(batch)]
+        spliced = [splice_sequence(e, l, s, [features[k] for k in u], [features[k] for k in d])
+                   for e, l, s, u, d in zip(tokens, labs, slots, used, dummies)]
         embeds, new_mask, positions, new_labels = pad_spliced(
             [e for e, _ in spliced], [l for _, l in spliced], padding_side,
             getattr(self.config, "tokenizer_model_max_length", None))
