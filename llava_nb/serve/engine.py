@@ -441,7 +441,9 @@ class BatchEngine(Engine):
             self._finish(row, "error", error=f"{self.origin}: bad request: {ex}", error_type=kind); return None
         try:
             ids, images = self.prepare(req)
-            req.prompt_tokens = self.sequence_length(ids, images)  # counted before the tower runs: a prompt with no room costs no encoding
+            keys = req.image_keys or self.image_keys(images)
+            row.keys, row.images_end = self.position_keys(ids, images, keys)
+            req.prompt_tokens = len(row.keys)  # one key per position, counted before the tower runs: a prompt with no room costs no encoding
             row.budget = min(int(req.max_new_tokens), self.max_new_tokens_limit, self.context_len - req.prompt_tokens)
             if int(req.max_new_tokens) < 1: self._finish(row, "length", text=""); return None
             if row.budget < 1:
@@ -449,8 +451,6 @@ class BatchEngine(Engine):
                              f"(image features included) of the model's context of {self.context_len}, leaving none to answer. "
                              "Please start a new conversation, thanks.")
                 return None
-            keys = req.image_keys or self.image_keys(images)
-            row.keys, row.images_end = self.position_keys(ids, images, keys)
             e, past = self.reuse(row, ids, images, keys)  # what the prefix cache does not hold
         except (RequestError, ImageLoadError, ValueError) as ex:
             self._finish(row, "error", error=f"{self.origin}: {ex}"); return None
@@ -458,9 +458,9 @@ class BatchEngine(Engine):
             logger.exception("preparing a request failed")
             self._finish(row, "error", error=f"{self.origin} could not prepare the request: {type(ex).__name__}: {ex}",
                          error_type="server_error"); return None
-        if (req.cached_tokens or 0) + e.shape[0] != req.prompt_tokens or len(row.keys) != req.prompt_tokens:  # a bug: the budget would be off
+        if req.cached_tokens + e.shape[0] != req.prompt_tokens:  # the count and the splice disagree: a bug, which would put the budget off
             self._finish(row, "error", error=f"{self.origin}: the prompt was counted as {req.prompt_tokens} positions but its embeddings "
-                         f"hold {req.cached_tokens} cached + {e.shape[0]} and its keys {len(row.keys)}", error_type="server_error"); return None
+                         f"hold {req.cached_tokens} cached + {e.shape[0]}", error_type="server_error"); return None
         row.matcher = StopMatcher(req.stop)
         row.position = req.prompt_tokens - 1  # the last prompt position: `_step_rows` moves it on, so the first new token goes after it
         return row, e, past
