@@ -16,8 +16,9 @@ from .core import BatchEngine, BenchPair, Figure, GenerationRequest, Spread, Tar
 from .generation import Inputs, chat_prompt, generate_hf, make_inputs, question
 
 # %% auto #0
-__all__ = ['SERVE_WAYS', 'SERVE_TARGETS', 'TARGET_STREAMS', 'StreamRequest', 'noise_image', 'mixed_requests', 'Served',
-           'serve_engine', 'serve_hf_static', 'serve_one_at_a_time', 'bench_streams', 'bench_serving']
+__all__ = ['LLAVA_BENCH_QA', 'TOKENS_PER_WORD', 'WORKLOADS', 'SERVE_WAYS', 'SERVE_TARGETS', 'TARGET_STREAMS', 'StreamRequest',
+           'noise_image', 'mixed_requests', 'llava_bench_requests', 'Served', 'serve_engine', 'serve_hf_static',
+           'serve_one_at_a_time', 'bench_streams', 'bench_serving']
 
 # %% ../../nbs/62_bench.serving.ipynb #f439692b
 @dataclass
@@ -43,6 +44,29 @@ def mixed_requests(n: int, image_size: int,
         prompt = chat_prompt([("<image>\n" + question(int(rng.integers(*words, endpoint=True)), seed=seed * 1000 + i), None)])
         out.append(StreamRequest(prompt, noise_image(image_size, seed * 1000 + i), int(rng.integers(*new_tokens, endpoint=True))))
     return out
+
+# (question words, answer words) of LLaVA-Bench (COCO)'s 90 items: qa90_questions.jsonl and qa90_gpt4_answer.jsonl, in order
+LLAVA_BENCH_QA = ((11, 16), (9, 69), (8, 132), (11, 20), (4, 96), (16, 110), (8, 19), (5, 76), (12, 105), (8, 7), (4, 83),
+    (15, 150), (8, 10), (4, 103), (12, 156), (10, 7), (10, 66), (15, 122), (8, 15), (10, 50), (9, 90), (9, 23), (5, 103),
+    (14, 83), (8, 7), (10, 84), (18, 190), (7, 7), (8, 76), (12, 102), (8, 32), (11, 57), (10, 86), (8, 7), (8, 78),
+    (10, 108), (8, 17), (5, 55), (11, 81), (10, 24), (10, 91), (9, 128), (8, 21), (10, 92), (17, 118), (12, 32), (5, 59),
+    (11, 98), (8, 10), (8, 61), (11, 112), (9, 11), (8, 57), (13, 120), (14, 14), (10, 96), (11, 107), (8, 20), (11, 95),
+    (14, 110), (8, 8), (8, 92), (18, 109), (10, 10), (10, 59), (13, 106), (11, 17), (8, 71), (9, 117), (9, 8), (8, 62),
+    (12, 166), (12, 16), (10, 39), (7, 105), (8, 14), (8, 121), (8, 71), (9, 26), (4, 88), (19, 108), (8, 39), (10, 91),
+    (12, 106), (10, 20), (10, 65), (8, 78), (10, 17), (11, 110), (13, 105))
+TOKENS_PER_WORD = 4 / 3  # English in LLaMA's tokenizer, roughly
+
+def llava_bench_requests(n: int, image_size: int, seed: int = 0) -> list[StreamRequest]:
+    "`n` streams with the question and answer lengths of LLaVA-Bench items (drawn seeded)."
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, item in enumerate(rng.choice(len(LLAVA_BENCH_QA), n)):
+        asked, answered = LLAVA_BENCH_QA[item]
+        prompt = chat_prompt([("<image>\n" + question(asked, seed=seed * 1000 + i), None)])
+        out.append(StreamRequest(prompt, noise_image(image_size, seed * 1000 + i), round(answered * TOKENS_PER_WORD)))
+    return out
+
+WORKLOADS = {"short": mixed_requests, "LLaVA-Bench lengths": llava_bench_requests}
 
 # %% ../../nbs/62_bench.serving.ipynb #5296eb0e
 @dataclass
@@ -108,17 +132,19 @@ SERVE_WAYS = {"llava_nb engine": serve_engine, "HF static batch": serve_hf_stati
 SERVE_TARGETS = {"HF static batch": 1.5, "one at a time": 4.0}  # engine / peer, at 8 and 16 streams
 TARGET_STREAMS = (8, 16)
 
-def _row(streams: int, way: str, runs: list[Served], reference: Served) -> dict:
+def _row(workload: str, streams: int, way: str, runs: list[Served], reference: Served) -> dict:
     lat = np.concatenate([r.latencies for r in runs])
     same = sum(a == b for a, b in zip(runs[0].texts, reference.texts))
     rates = [r.tokens_per_s for r in runs]
-    return {"streams": streams, "way": way, "tokens_per_s": float(np.median(rates)), "tokens_per_s_low": min(rates),
+    return {"workload": workload, "streams": streams, "way": way, "tokens_per_s": float(np.median(rates)), "tokens_per_s_low": min(rates),
             "tokens_per_s_high": max(rates), "p50_latency_s": float(np.percentile(lat, 50)), "p99_latency_s": float(np.percentile(lat, 99)),
             "identical_to_one_at_a_time": f"{same}/{len(reference.texts)}"}
 
-def bench_streams(pair: BenchPair, streams: int, trials: int = 2, seed: int = 0, **workload) -> tuple[list[Figure], list[dict]]:
+def bench_streams(pair: BenchPair, streams: int, trials: int = 2, seed: int = 0,
+                  workload: str = "short",  # one of `WORKLOADS`
+                  **lengths) -> tuple[list[Figure], list[dict]]:
     "The three ways interleaved on one workload of `streams` streams: figures and one detail row per way."
-    reqs = mixed_requests(streams, pair.model.get_vision_tower().config.image_size, seed=seed, **workload)
+    reqs = WORKLOADS[workload](streams, pair.model.get_vision_tower().config.image_size, seed=seed, **lengths)
     runs = {way: [] for way in SERVE_WAYS}
     for way in SERVE_WAYS: SERVE_WAYS[way](pair, reqs[:1])  # warm-up: one stream each (a full workload would double the cost)
     interleave({way: (lambda way=way: runs[way].append(SERVE_WAYS[way](pair, reqs))) for way in SERVE_WAYS}, trials, warmup=0)
@@ -126,15 +152,19 @@ def bench_streams(pair: BenchPair, streams: int, trials: int = 2, seed: int = 0,
     figures = []
     for peer, goal in SERVE_TARGETS.items():
         target = Target(">=", goal) if streams in TARGET_STREAMS else None
-        figures.append(Figure("serving", f"{streams} streams, aggregate", "tokens/s", Spread.of(rates["llava_nb engine"]), peer,
+        name = f"{streams} streams, aggregate" + ("" if workload == "short" else f" ({workload})")
+        figures.append(Figure("serving", name, "tokens/s", Spread.of(rates["llava_nb engine"]), peer,
                               Spread.of(rates[peer]), ratio_of(rates["llava_nb engine"], rates[peer]), target))
-    rows = [_row(streams, way, rs, runs["one at a time"][0]) for way, rs in runs.items()]
+    rows = [_row(workload, streams, way, rs, runs["one at a time"][0]) for way, rs in runs.items()]
     return figures, rows
 
-def bench_serving(pair: BenchPair, streams: tuple[int, ...] = (1, 4, 8, 16, 64), trials: int = 2, **workload) -> tuple[list[Figure], list[dict]]:
-    "`bench_streams` at each number of streams."
+def bench_serving(pair: BenchPair, streams: tuple[int, ...] = (1, 4, 8, 16, 64), trials: int = 2,
+                  llava_bench_streams: tuple[int, ...] = (8, 16),  # numbers of streams with LLaVA-Bench lengths
+                  **lengths) -> tuple[list[Figure], list[dict]]:
+    "`bench_streams` at each number of streams: the short workload (`lengths` passed to `mixed_requests`), then LLaVA-Bench lengths."
+    runs = [("short", n, lengths) for n in streams] + [("LLaVA-Bench lengths", n, {}) for n in llava_bench_streams]
     figures, rows = [], []
-    for n in streams:
-        f, r = bench_streams(pair, n, trials, **workload)
+    for workload, n, kw in runs:
+        f, r = bench_streams(pair, n, trials, workload=workload, **kw)
         figures += f; rows += r
     return figures, rows

@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, InputError,
     default_device, default_dtype, load_tensors, read_json)
 from ..tokenizer import load_tokenizer
+from .cpu_linear import OneDNNLinear, use_onednn_linear
 from .llava import is_multimodal_config, llava_class_for, resize_embeddings_mean
 
 # %% auto #0
@@ -279,11 +280,11 @@ def prepare_multimodal(model, tokenizer, device, dtype):
 def _finish(model, device):
     if not hasattr(model, "hf_device_map"): model.to(device)
     cpu_decoding_layout(model)
+    use_onednn_linear(model)  # CPU fp32 layers multiply through oneDNN (see `llava_nb.model.cpu_linear`)
     return model.eval()
 
 def _decoding_layout(tokenizer, model, image_processor, context_len):
-    cpu_decoding_layout(model)
-    return tokenizer, model, image_processor, context_len
+    return tokenizer, _finish(model, model.device), image_processor, context_len
 
 def cpu_decoding_layout(model) -> int:
     """Store the language model's linear weights on the CPU column-major (each input feature's weights contiguous): the same values,
@@ -291,7 +292,7 @@ def cpu_decoding_layout(model) -> int:
     tied = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
     moved = 0
     for name, module in model.named_modules():
-        if type(module) is not torch.nn.Linear or "vision_tower" in name or "mm_projector" in name: continue  # those run on whole images
+        if type(module) not in (torch.nn.Linear, OneDNNLinear) or "vision_tower" in name or "mm_projector" in name: continue  # whole images
         weight = module.weight
         if weight is tied or weight.device.type != "cpu" or not weight.dtype.is_floating_point or weight.stride(0) == 1: continue
         weight.data = weight.data.t().contiguous().t()  # (out, in) with strides (1, out)
