@@ -27,6 +27,7 @@ from transformers.utils import logging as hf_logging
 from .core import ArgumentParser, set_seed
 from .eval.toybench import run_toybench
 from .model.builder import load_pretrained_model
+from .model.cpu_linear import onednn_linear, onednn_linear_available
 from .serve.controller import free_port
 from .tokenizer import load_tokenizer
 from .toyworld import write_world
@@ -166,18 +167,25 @@ def _lm_phase(world: Path, bases: Path, s: dict, seed: int) -> dict:
     return train_toy_lm(world, load_tokenizer(bases / "tokenizer"), bases / "lm", steps=s["lm_steps"],
                         batch_size=s["lm_batch"], lr=s["lm_lr"], seed=seed, position=1)
 
+def _product_rate(product, n: int, seconds: float) -> float:
+    "FLOP/s of `product(a, b)` on two fp32 (n, n) matrices, over `seconds`."
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    product(a, b)
+    count, start = 0, time.time()
+    while time.time() - start < seconds: product(a, b); count += 1
+    return 2 * n ** 3 * count / (time.time() - start)
+
 def matmul_peak(seconds: float = 1.0, n: int = 1024,
                 threads: int | None = None,  # PyTorch threads to measure with (None: one per core)
                ) -> float:
-    "This machine's fp32 matmul throughput (FLOP/s) with `threads` threads, measured now."
+    """This machine's fp32 matmul throughput (FLOP/s) with `threads` threads, measured now: the faster of PyTorch's default
+    (`a @ b`, its BLAS) and oneDNN's product (`llava_nb.model.cpu_linear`), `seconds` each."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        count, start = 0, time.time()
-        while time.time() - start < seconds: a @ b; count += 1
-        return 2 * n ** 3 * count / (time.time() - start)
+        rates = [_product_rate(torch.mm, n, seconds)]
+        if onednn_linear_available(): rates.append(_product_rate(lambda a, b: onednn_linear(a, b.t()), n, seconds))
+        return max(rates)
     finally: torch.set_num_threads(before)
 
 # %% ../nbs/90_quickstart.ipynb #914672f8

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['onednn_linear_available', 'OneDNNLinear', 'use_onednn_linear']
+__all__ = ['onednn_linear', 'onednn_linear_available', 'OneDNNLinear', 'use_onednn_linear']
 
 # %% ../../nbs/07a_model.cpu_linear.ipynb #55887c30
-def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    "`F.linear(x, weight, bias)` computed by oneDNN (fp32 CPU tensors; no backward)."
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 @functools.cache
@@ -27,7 +28,7 @@ def onednn_linear_available() -> bool:
         gen = torch.Generator().manual_seed(0)
         x, w, b = (torch.randn(*shape, generator=gen) for shape in ((2, 3, 64), (48, 64), (48,)))
         w = w.t().contiguous().t()  # a column-major weight, as `cpu_decoding_layout` stores them
-        return bool(torch.allclose(_onednn(x, w, b), F.linear(x, w, b), rtol=1e-4, atol=1e-5))
+        return bool(torch.allclose(onednn_linear(x, w, b), F.linear(x, w, b), rtol=1e-4, atol=1e-5))
     except (RuntimeError, AttributeError):  # no such operator in this build, or it refuses these tensors
         return False
 
@@ -40,7 +41,7 @@ def _takes(x: torch.Tensor, weight: torch.Tensor) -> bool:
 class OneDNNLinear(torch.nn.Linear):
     "An `nn.Linear` that multiplies through oneDNN when `_takes` allows, and through `F.linear` otherwise."
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _takes(x, self.weight): return _onednn(x, self.weight, self.bias)
+        if _takes(x, self.weight): return onednn_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 def use_onednn_linear(model: torch.nn.Module) -> int:

@@ -19,6 +19,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFo
 from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, IGNORE_INDEX,
                            IMAGE_TOKEN_INDEX, InputError, load_tensors)
 from .anyres import image_groups, merge_image_features
+from .kv_cache import CACHE_KW, new_cache
 from .projector import build_vision_projector
 from .vision_tower import CLIPVisionTower, build_vision_tower, resolve_vision_tower_path
 
@@ -136,6 +137,14 @@ def install_lm_output_hooks(inner: nn.Module) -> None:
     finally: inner._modules["vision_tower"] = tower
 
 # %% ../../nbs/06_model.llava.ipynb #1a135caa
+def _plain_dynamic_cache(default, kwargs: dict) -> bool:
+    "Whether `generate(**kwargs)` would make a plain `DynamicCache`: no cache given, caching on, no other implementation, one beam."
+    config = kwargs.get("generation_config") or default
+    if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None: return False
+    if kwargs.get("use_cache", config.use_cache) is False: return False  # None: the default, on
+    if kwargs.get("cache_implementation", config.cache_implementation) not in (None, "dynamic"): return False
+    return (kwargs.get("num_beams", config.num_beams) or 1) == 1
+
 class LlavaMetaForCausalLM:
     "Makes a `transformers` causal LM multimodal: `class LlavaLlamaForCausalLM(LlavaMetaForCausalLM, LlamaForCausalLM)`."
     _keys_to_ignore_on_load_unexpected = [r"model\.vision_tower\."]  # saved CLIP weights: the tower loads its own
@@ -234,6 +243,7 @@ class LlavaMetaForCausalLM:
         else:
             if bool((inputs == IMAGE_TOKEN_INDEX).any()): raise ValueError("the prompt holds <image> placeholders but no images were given")
             inputs_embeds = self.get_input_embeddings()(inputs)
+        if _plain_dynamic_cache(self.generation_config, kwargs): kwargs[CACHE_KW] = new_cache(self.config.get_text_config(decoder=True))
         return super().generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
 
     def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):

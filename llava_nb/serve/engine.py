@@ -16,12 +16,11 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..core import DEFAULT_IMAGE_TOKEN, DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, IGNORE_INDEX, ImageLoadError, load_image
 from ..mm_utils import expand_image_tokens_2023, process_images, tokenizer_image_token
 from ..model.anyres import image_feature_rows
+from ..model.kv_cache import CACHE_KW, GrowingLayer, new_cache
 from ..model.llava import image_slots, pad_spliced, splice_sequence
 from .controller import ERROR_OK, ERROR_WORKER, logger
 from .edge import Limits, StopMatcher, check_generate_params
@@ -29,7 +28,7 @@ from .prefix_cache import PrefixCache, position_keys
 
 # %% auto #0
 __all__ = ['RequestError', 'PromptTooLong', 'GenerationRequest', 'check_image_count', 'Engine', 'sample_next', 'detokenize_step',
-           'detokenize_flush', 'detokenize', 'GrowingLayer', 'new_cache', 'merge_caches', 'trim_left', 'BatchEngine']
+           'detokenize_flush', 'detokenize', 'merge_caches', 'trim_left', 'BatchEngine']
 
 # %% ../../nbs/31a_serve.engine.ipynb #ba3f3e99
 class RequestError(ValueError):
@@ -187,39 +186,6 @@ def detokenize(tokenizer, ids: Sequence[int]) -> str:
     return text + detokenize_flush(tokenizer, ids, p, r)
 
 # %% ../../nbs/31a_serve.engine.ipynb #fe1b6b9d
-class GrowingLayer(DynamicLayer):
-    "A `DynamicLayer` that writes each new token into spare columns, instead of copying its whole cache every step."
-    grow_by = 256  # spare columns added when the room is full: the cache is copied once every this many tokens
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized: self.lazy_initialization(key_states, value_states)
-        n, new = self.get_seq_length(), key_states.shape[-2]
-        stale = getattr(self, "_view", None) is not self.keys  # `keys` was replaced from outside (`batch_select_indices`, `crop`)
-        if stale or n + new > self._room[0].shape[-2]: self._grow(key_states, value_states, n + new)
-        self._room[0][..., n:n + new, :] = key_states
-        self._room[1][..., n:n + new, :] = value_states
-        self.keys = self._view = self._room[0][..., :n + new, :]  # (B, H, n + new, D): a view of the room
-        self.values = self._room[1][..., :n + new, :]
-        return self.keys, self.values
-
-    def _grow(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
-        "A new room of `needed + grow_by` columns, holding the cache so far."
-        n = self.get_seq_length()
-        rooms = []
-        for old, new in ((self.keys, key_states), (self.values, value_states)):
-            room = new.new_empty((*new.shape[:-2], needed + self.grow_by, new.shape[-1]))  # (B, H, capacity, D)
-            if n: room[..., :n, :] = old
-            rooms.append(room)
-        self._room = tuple(rooms)
-
-def new_cache(config=None, data: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
-    "A `DynamicCache` for `config` whose full-attention layers are `GrowingLayer`s, filled with `data` (keys, values per layer)."
-    cache = DynamicCache(config=config)
-    if cache.layers: cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    else: cache.layer_class_to_replicate = GrowingLayer  # no config: layers are made as data arrives
-    for i, (keys, values) in enumerate(data): cache.update(keys, values, i)
-    return cache
-
 def _cache_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -286,7 +252,7 @@ class BatchEngine(Engine):
         full_attention = all(type(layer) is GrowingLayer for layer in new_cache(cfg).layers)  # a sliding window cannot be cut at any prefix
         self.prefix = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 and full_attention else None
         self.thread: threading.Thread | None = None
-        self.cache_kw = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"  # transformers renamed it
+        self.cache_kw = CACHE_KW
 
     # ---- the engine interface
     def start(self, req: GenerationRequest) -> None:
