@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['onednn_linear', 'onednn_linear_available', 'OneDNNLinear', 'use_onednn_linear']
+__all__ = ['onednn_linear', 'onednn_linear_available', 'OneDNNLinearFunction', 'OneDNNLinear', 'use_onednn_linear']
 
 # %% ../../nbs/07a_model.cpu_linear.ipynb #55887c30
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -33,16 +33,35 @@ def onednn_linear_available() -> bool:
         return False
 
 # %% ../../nbs/07a_model.cpu_linear.ipynb #866ad93b
+class OneDNNLinearFunction(torch.autograd.Function):
+    "`onednn_linear` with its backward: the input's and the weight's gradients are oneDNN products too."
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        wants_x, wants_w, wants_b = ctx.needs_input_grad
+        grad_x = onednn_linear(grad, weight.t()) if wants_x else None  # grad @ weight
+        rows, x_rows = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+        grad_w = onednn_linear(rows.t(), x_rows.t()) if wants_w else None  # grad^T @ x: (out, in)
+        grad_b = rows.sum(0) if ctx.has_bias and wants_b else None
+        return grad_x, grad_w, grad_b
+
 def _takes(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    "oneDNN's path: fp32 tensors on the CPU, and nothing for autograd to record."
-    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32: return False
-    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    "oneDNN's path: fp32 tensors on the CPU."
+    return x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
 
 class OneDNNLinear(torch.nn.Linear):
-    "An `nn.Linear` that multiplies through oneDNN when `_takes` allows, and through `F.linear` otherwise."
+    "An `nn.Linear` that multiplies through oneDNN (forward and backward) for fp32 CPU tensors, and through `F.linear` otherwise."
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _takes(x, self.weight): return onednn_linear(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        if not _takes(x, self.weight): return F.linear(x, self.weight, self.bias)
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad)):
+            return OneDNNLinearFunction.apply(x, self.weight, self.bias)
+        return onednn_linear(x, self.weight, self.bias)
 
 def use_onednn_linear(model: torch.nn.Module) -> int:
     """Make `model`'s CPU fp32 `nn.Linear` layers `OneDNNLinear`, in place (same module, parameters and hooks: only the class changes).

@@ -21,6 +21,7 @@ from ..conversation import conv_templates
 from ..core import CLIP_MEAN, CLIP_STD, IGNORE_INDEX, IMAGE_TOKEN_INDEX, set_seed
 from ..data.dataset import DataCollatorForSupervisedDataset
 from ..data.preprocess import PreprocessConfig, preprocess
+from ..model.cpu_linear import use_onednn_linear
 from ..tiny import CLIPProcessorPIL, default_corpus, train_llama_tokenizer
 from ..toyworld import COLORS, COLS, GRID, KINDS, ROWS, Scene, caption_pair
 
@@ -85,6 +86,7 @@ def train_toy_clip(world: str | Path, tokenizer, out_dir: str | Path, steps: int
                         vision_config=dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers, num_attention_heads=4,
                                            image_size=size, patch_size=size // 3), projection_dim=width)
     model = CLIPModel(config).train()
+    use_onednn_linear(model)  # on a CPU, fp32 products through oneDNN (llava_nb.model.cpu_linear)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 10), steps)
     rng, losses, text_tokens, start = np.random.default_rng(seed), [], 0, time.time()
@@ -214,6 +216,7 @@ def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int =
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
                          tie_word_embeddings=tie_embeddings, rms_norm_eps=1e-5, initializer_range=initializer_range)
     model = LlamaForCausalLM(config).train()
+    use_onednn_linear(model)
     with torch.no_grad(): model.get_input_embeddings().weight.normal_(0.0, embedding_std)
     if compositional_init: init_composed_embeddings(model, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
