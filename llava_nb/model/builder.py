@@ -247,10 +247,10 @@ def load_pretrained_model(model_path: str | Path,  # checkpoint folder (or hub n
                          "pass model_base / --model-base, the language model it was trained on")
     if kind == "llava-hf":
         from llava_nb.model.hf_format import import_llava_hf
-        return _decoding_layout(*import_llava_hf(model_path, device=device, dtype=torch_dtype))
+        return _finish_imported(import_llava_hf(model_path, device=device, dtype=torch_dtype))
     if kind == "llava-next":
         from llava_nb.model.hf_next import import_llava_next
-        return _decoding_layout(*import_llava_next(model_path, device=device, dtype=torch_dtype))
+        return _finish_imported(import_llava_next(model_path, device=device, dtype=torch_dtype))
     tokenizer = load_tokenizer(model_base if kind in ("lora", "projector") else model_path)
     if kind == "lm":
         check_weight_files(model_path)
@@ -283,7 +283,9 @@ def _finish(model, device):
     use_onednn_linear(model)  # CPU fp32 layers multiply through oneDNN (see `llava_nb.model.cpu_linear`)
     return model.eval()
 
-def _decoding_layout(tokenizer, model, image_processor, context_len):
+def _finish_imported(loaded: tuple) -> tuple:
+    "`_finish` for an imported llava-hf or NeXT model: its (tokenizer, model, image processor, context length)."
+    tokenizer, model, image_processor, context_len = loaded
     return tokenizer, _finish(model, model.device), image_processor, context_len
 
 def cpu_decoding_layout(model) -> int:

@@ -252,7 +252,6 @@ class BatchEngine(Engine):
         full_attention = all(type(layer) is GrowingLayer for layer in new_cache(cfg).layers)  # a sliding window cannot be cut at any prefix
         self.prefix = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 and full_attention else None
         self.thread: threading.Thread | None = None
-        self.cache_kw = CACHE_KW
 
     # ---- the engine interface
     def start(self, req: GenerationRequest) -> None:
@@ -450,7 +449,7 @@ class BatchEngine(Engine):
         "Whole prompts through the model together, left-padded: (rows, cache, mask, next-token logits)."
         x, mask, positions, _ = pad_spliced(embeds, [torch.zeros(e.shape[0], dtype=torch.long, device=self.device) for e in embeds], "left")
         cache = new_cache(self.model.config)
-        out = self.model(inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
+        out = self.model(inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{CACHE_KW: cache})
         return rows, cache, mask, out.logits[:, -1]
 
     def _forward_after(self, row: _Row, embeds: torch.Tensor, past: list[tuple[torch.Tensor, torch.Tensor]]):
@@ -461,7 +460,7 @@ class BatchEngine(Engine):
         mask = torch.ones(1, total, dtype=torch.long, device=self.device)
         positions = torch.arange(cached, total, device=self.device)[None]
         out = self.model(inputs_embeds=embeds[None], attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                         **{self.cache_kw: cache})
+                         **{CACHE_KW: cache})
         return [row], cache, mask, out.logits[:, -1]
 
     def _remember(self, row: _Row, cache, mask: torch.Tensor, i: int) -> None:
@@ -543,7 +542,7 @@ class BatchEngine(Engine):
                 tokens = torch.tensor([[r.next_token] for r in rows], device=self.device)
                 mask = torch.cat([mask, mask.new_ones(len(rows), 1)], 1)
                 positions = torch.tensor([[r.position] for r in rows], device=self.device)
-                out = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
+                out = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1, **{CACHE_KW: cache})
                 keep = self._step_rows(rows, self._sample(rows, out.logits[:, -1]))
                 rows, cache, mask = self._select(rows, cache, mask, keep)
             except Exception as e:  # a failure of the batch (e.g. out of memory): every row in it is told why
