@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 from .core import Figure, Spread, Target, interleave, ratio_of
 from .serving import Served, StreamRequest, mixed_requests
@@ -20,7 +21,7 @@ from ..serve.controller import free_port, iter_chunks, start_server, stop_server
 from ..serve.vllm_worker import vllm_env_dir
 
 # %% auto #0
-__all__ = ['HttpStack', 'start_stack', 'stream_once', 'serve_http', 'bench_http_streams', 'log_tails', 'bench_http']
+__all__ = ['HttpStack', 'start_stack', 'stream_once', 'serve_http', 'wait_quiet', 'bench_http_streams', 'log_tails', 'bench_http']
 
 # %% ../../nbs/65_bench.http.ipynb #24e07eed
 @dataclass
@@ -97,16 +98,43 @@ def serve_http(controller: str, model: str, reqs: list[StreamRequest], images_b6
     seconds = time.perf_counter() - start
     return Served([r[0] for r in results], [r[1] for r in results], [r[2] for r in results], seconds)
 
+# %% ../../nbs/65_bench.http.ipynb #cb09b184
+def _cpu_seconds(stack: HttpStack) -> dict[int, float]:
+    "CPU seconds used so far by each process of `stack` and by their children, by process id."
+    out = {}
+    for proc in stack.procs:
+        try: tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.Error: continue  # it ended
+        for p in tree:
+            try: out[p.pid] = sum(p.cpu_times()[:2])
+            except psutil.Error: pass
+    return out
+
+def wait_quiet(stack: HttpStack, cores: float = 0.1, window: float = 0.25, timeout: float = 30.0) -> float:
+    "Wait until the stack's processes together use under `cores` of a CPU over `window` seconds (at most `timeout`): the seconds waited."
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        before = _cpu_seconds(stack)
+        time.sleep(window)
+        after = _cpu_seconds(stack)
+        if sum(after[pid] - before[pid] for pid in after.keys() & before.keys()) < cores * window: break
+    return time.perf_counter() - start
+
 # %% ../../nbs/65_bench.http.ipynb #ac7745b2
 def bench_http_streams(stack: HttpStack, streams: int, image_size: int, trials: int = 1, seed: int = 0,
                        **workload) -> tuple[list[Figure], list[dict]]:
-    "Every engine of `stack` on one workload of `streams` streams, interleaved: figures and one detail row per engine."
-    reqs = mixed_requests(streams, image_size, seed=seed, **workload)
-    images = [image_to_base64(r.image) for r in reqs]
-    runs = {engine: [] for engine in stack.models}
-    for engine, model in stack.models.items(): serve_http(stack.controller, model, reqs[:1], images[:1])  # warm-up
-    interleave({engine: (lambda engine=engine: runs[engine].append(serve_http(stack.controller, stack.models[engine], reqs, images)))
-                for engine in stack.models}, trials, warmup=0)
+    """Every engine of `stack` on `streams` streams, interleaved: figures and one detail row per engine.
+    Each round is a workload of its own (a repeated one would come from the prefix caches); each run starts on a quiet machine."""
+    rounds = [mixed_requests(streams, image_size, seed=seed + 1 + k, **workload) for k in range(trials)]
+    images = [[image_to_base64(r.image) for r in reqs] for reqs in rounds]
+    warm = mixed_requests(1, image_size, seed=seed, **workload)
+    for model in stack.models.values(): serve_http(stack.controller, model, warm, [image_to_base64(warm[0].image)])
+    runs, waits = {engine: [] for engine in stack.models}, {engine: [] for engine in stack.models}
+    def run(engine: str) -> None:
+        k = len(runs[engine])  # this engine's round
+        waits[engine].append(wait_quiet(stack))
+        runs[engine].append(serve_http(stack.controller, stack.models[engine], rounds[k], images[k]))
+    interleave({engine: (lambda engine=engine: run(engine)) for engine in stack.models}, trials, warmup=0)
     rates = {engine: [r.tokens_per_s for r in rs] for engine, rs in runs.items()}
     name = f"HTTP, {streams} streams, aggregate"
     if "vLLM" in rates:
@@ -118,7 +146,8 @@ def bench_http_streams(stack: HttpStack, streams: int, image_size: int, trials: 
     for engine, rs in runs.items():
         lat = np.concatenate([r.latencies for r in rs])
         rows.append({"streams": streams, "engine": engine, "tokens_per_s": float(np.median(rates[engine])),
-                     "p50_latency_s": float(np.percentile(lat, 50)), "p99_latency_s": float(np.percentile(lat, 99))})
+                     "p50_latency_s": float(np.percentile(lat, 50)), "p99_latency_s": float(np.percentile(lat, 99)),
+                     "quiet_wait_s": round(sum(waits[engine]), 2)})
     return [figure], rows
 
 def log_tails(workdir: str | Path, chars: int = 1500) -> str:

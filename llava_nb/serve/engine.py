@@ -28,7 +28,7 @@ from .prefix_cache import PrefixCache, position_keys
 
 # %% auto #0
 __all__ = ['RequestError', 'PromptTooLong', 'GenerationRequest', 'check_image_count', 'Engine', 'sample_next', 'detokenize_step',
-           'detokenize_flush', 'detokenize', 'merge_caches', 'trim_left', 'BatchEngine']
+           'detokenize_flush', 'detokenize', 'merge_caches', 'prefill_groups', 'trim_left', 'BatchEngine']
 
 # %% ../../nbs/31a_serve.engine.ipynb #ba3f3e99
 class RequestError(ValueError):
@@ -194,13 +194,33 @@ def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     shape = list(t.shape); shape[dim] = length - t.shape[dim]
     return torch.cat([t.new_zeros(shape), t], dim)
 
-def merge_caches(a: DynamicCache, mask_a: torch.Tensor, b: DynamicCache, mask_b: torch.Tensor, config=None):
-    "Stack two batches' KV caches (and 2-D attention masks), left-padding the shorter one: returns (cache, mask)."
-    length = max(mask_a.shape[1], mask_b.shape[1])
-    data = [(torch.cat([_left_pad(ka, length, 2), _left_pad(kb, length, 2)]), torch.cat([_left_pad(va, length, 2), _left_pad(vb, length, 2)]))
-            for (ka, va), (kb, vb) in zip(_cache_tensors(a), _cache_tensors(b), strict=True)]
-    mask = torch.cat([_left_pad(mask_a, length, 1), _left_pad(mask_b, length, 1)])
-    return new_cache(config, data), mask
+def _stack_left(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+    "`parts` stacked on dim 0, each left-padded with zeros to the longest along `dim`, in one copy."
+    length = max(t.shape[dim] for t in parts)
+    shape = list(parts[0].shape); shape[0], shape[dim] = sum(t.shape[0] for t in parts), length
+    out, row = parts[0].new_zeros(shape), 0
+    for t in parts:
+        out.narrow(0, row, t.shape[0]).narrow(dim, length - t.shape[dim], t.shape[dim]).copy_(t)
+        row += t.shape[0]
+    return out
+
+def merge_caches(caches: Sequence[DynamicCache], masks: Sequence[torch.Tensor], config=None):
+    "Stack several batches' KV caches (and 2-D attention masks) into one, left-padding each to the longest: returns (cache, mask)."
+    layers = zip(*map(_cache_tensors, caches), strict=True)  # per layer: every batch's (keys, values)
+    data = [(_stack_left([k for k, _ in layer], 2), _stack_left([v for _, v in layer], 2)) for layer in layers]
+    return new_cache(config, data), _stack_left(masks, 1)
+
+def prefill_groups(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    "Prompts run through the model together: consecutive ones while the padded size (count x longest) stays within `budget` positions."
+    groups, longest = [], 0
+    for i, n in enumerate(lengths):
+        if groups and (len(groups[-1]) + 1) * max(longest, n) <= budget:
+            groups[-1].append(i)
+            longest = max(longest, n)
+        else:
+            groups.append([i])
+            longest = n
+    return groups
 
 def trim_left(cache: DynamicCache, mask: torch.Tensor, config=None):
     "Drop the leading columns that are padding in every row (after long rows leave the batch)."
@@ -234,14 +254,16 @@ class BatchEngine(Engine):
                  max_new_tokens_limit: int = 1024,  # the reference's cap on max_new_tokens
                  model_name: str = "model",
                  admit_wait_s: float = 0.01,  # how long an idle engine waits for requests arriving with the first, to prefill them together
-                 prefix_cache_mb: float = 512):  # memory for finished answers' keys and values, reused by requests that start the same way (0: off)
+                 prefix_cache_mb: float = 512,  # memory for finished answers' keys and values, reused by requests that start the same way (0: off)
+                 prefill_positions: int | None = None):  # padded positions per prefill pass (None: 512 on a CPU, 16384 on an accelerator)
         has_vision = hasattr(model, "get_vision_tower") and model.get_vision_tower() is not None
         super().__init__(model_name, context_len, max_batch_size, has_vision)
         self.tokenizer, self.model, self.image_processor = tokenizer, model, image_processor
         self.feature_cache_size, self.max_new_tokens_limit = feature_cache_size, max_new_tokens_limit
         self.admit_wait_s = admit_wait_s
-        self.max_prompt_chars = 32 * context_len  # far more than `context_len` tokens take, far less than a cost attack sends
         self.device = next(model.parameters()).device
+        self.prefill_positions = prefill_positions or (512 if self.device.type == "cpu" else 16384)
+        self.max_prompt_chars = 32 * context_len  # far more than `context_len` tokens take, far less than a cost attack sends
         cfg = model.config
         self.is_2023 = getattr(cfg, "llava_format", "latest") == "2023" or getattr(cfg, "im_patch_token", None) is not None
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -436,12 +458,12 @@ class BatchEngine(Engine):
         if not admitted: return [], None, None
         self.stats["prefills"] += 1
         fresh = [(row, e) for row, e, past in admitted if past is None]
-        groups = [self._forward_prompts([row for row, _ in fresh], [e for _, e in fresh])] if fresh else []
-        groups += [self._forward_after(row, e, past) for row, e, past in admitted if past is not None]
-        rows, cache, mask, logits = groups[0]
-        for more_rows, more_cache, more_mask, more_logits in groups[1:]:  # each prompt after a cached prefix was its own forward pass
-            cache, mask = merge_caches(cache, mask, more_cache, more_mask, self.model.config)
-            rows, logits = rows + more_rows, torch.cat([logits, more_logits])
+        groups = [self._forward_prompts([fresh[i][0] for i in group], [fresh[i][1] for i in group])
+                  for group in prefill_groups([e.shape[0] for _, e in fresh], self.prefill_positions)]
+        groups += [self._forward_after(row, e, past) for row, e, past in admitted if past is not None]  # each after its cached prefix
+        rows = [row for group in groups for row in group[0]]
+        logits = torch.cat([group[3] for group in groups])
+        cache, mask = groups[0][1:3] if len(groups) == 1 else merge_caches([g[1] for g in groups], [g[2] for g in groups], self.model.config)
         keep = self._step_rows(rows, self._sample(rows, logits))
         return self._select(rows, cache, mask, keep)
 
@@ -528,7 +550,7 @@ class BatchEngine(Engine):
                 if new:
                     new_rows, new_cache, new_mask = self._prefill(new)
                     if new_rows:
-                        if rows: cache, mask = merge_caches(cache, mask, new_cache, new_mask, self.model.config)
+                        if rows: cache, mask = merge_caches([cache, new_cache], [mask, new_mask], self.model.config)
                         else: cache, mask = new_cache, new_mask
                         rows = rows + new_rows
                 if not rows:
