@@ -22,6 +22,7 @@ from .http import bench_http
 from .serving import bench_serving
 from .training import bench_training
 from ..core import ArgumentParser, number_arg
+from ..model.cpu_memory import keep_freed_memory
 from ..quickstart import matmul_peak
 
 # %% auto #0
@@ -66,6 +67,7 @@ def run_bench(setting: str = "quick", sections: tuple[str, ...] = SECTIONS, thre
     workdir = Path(workdir)
     results = {"setting": setting, "shape": s["shape"], "machine": machine_info(threads), "raw": {}, "seconds": {}, "figures": [],
                "errors": {}}
+    results["machine"]["freed_memory_kept"] = keep_freed_memory()  # for both sides of every in-process pair, as the workers do it
     results["matmul_peaks_flops"] = [matmul_peak(threads=threads) for _ in range(3)]  # with the threads every measurement uses
     results["matmul_peak_flops"] = max(results["matmul_peaks_flops"])  # a peak is the best the machine showed
     bandwidth = read_bandwidth()
@@ -135,7 +137,8 @@ def report_markdown(results: dict) -> str:
     "The benchmark's report: the machine, the main table, the serving and multi-turn details."
     m = results["machine"]
     head = (f"# llava_bench ({results['setting']})\n\n{results['parameters'] / 1e6:.1f}M-parameter LLaVA ({results['shape']} shape), fp32, "
-            f"{m['threads']} threads on {m['cpu']} ({m['cores']} cores, load average {m['load_average'][0]:.2f} at the start); "
+            f"{m['threads']} threads on {m['cpu']} ({m['cores']} cores, load average {m['load_average'][0]:.2f} at the start"
+            f"{'; freed memory kept' if m.get('freed_memory_kept') else ''}); "
             f"matmul peak {results['matmul_peak_flops'] / 1e9:.0f} GFLOP/s, read bandwidth {results['read_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; "
             f"torch {m['torch']}, transformers {m['transformers']}. Total {results['total_seconds']:.0f} s "
             f"({', '.join(f'{k} {v:.0f} s' for k, v in results['seconds'].items())}).\n\n"

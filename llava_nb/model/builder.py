@@ -20,6 +20,7 @@ from ..core import (DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_
     default_device, default_dtype, load_tensors, read_json)
 from ..tokenizer import load_tokenizer
 from .cpu_linear import OneDNNLinear, use_onednn_linear
+from .cpu_memory import keep_freed_memory
 from .llava import is_multimodal_config, llava_class_for, resize_embeddings_mean
 
 # %% auto #0
@@ -281,6 +282,7 @@ def _finish(model, device):
     if not hasattr(model, "hf_device_map"): model.to(device)
     cpu_decoding_layout(model)
     use_onednn_linear(model)  # CPU fp32 layers multiply through oneDNN (see `llava_nb.model.cpu_linear`)
+    if model.device.type == "cpu": keep_freed_memory()  # no page faults for every new activation (`llava_nb.model.cpu_memory`)
     return model.eval()
 
 def _finish_imported(loaded: tuple) -> tuple:

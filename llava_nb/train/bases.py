@@ -22,6 +22,7 @@ from ..core import CLIP_MEAN, CLIP_STD, IGNORE_INDEX, IMAGE_TOKEN_INDEX, set_see
 from ..data.dataset import DataCollatorForSupervisedDataset
 from ..data.preprocess import PreprocessConfig, preprocess
 from ..model.cpu_linear import use_onednn_linear
+from ..model.cpu_memory import keep_freed_memory
 from ..tiny import CLIPProcessorPIL, default_corpus, train_llama_tokenizer
 from ..toyworld import COLORS, COLS, GRID, KINDS, ROWS, Scene, caption_pair
 
@@ -87,6 +88,7 @@ def train_toy_clip(world: str | Path, tokenizer, out_dir: str | Path, steps: int
                                            image_size=size, patch_size=size // 3), projection_dim=width)
     model = CLIPModel(config).train()
     use_onednn_linear(model)  # on a CPU, fp32 products through oneDNN (llava_nb.model.cpu_linear)
+    keep_freed_memory()  # and every step's activations from memory already faulted in (llava_nb.model.cpu_memory)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     sched = get_cosine_schedule_with_warmup(opt, max(1, steps // 10), steps)
     rng, losses, text_tokens, start = np.random.default_rng(seed), [], 0, time.time()
@@ -217,6 +219,7 @@ def train_toy_lm(world: str | Path, tokenizer, out_dir: str | Path, steps: int =
                          tie_word_embeddings=tie_embeddings, rms_norm_eps=1e-5, initializer_range=initializer_range)
     model = LlamaForCausalLM(config).train()
     use_onednn_linear(model)
+    keep_freed_memory()
     with torch.no_grad(): model.get_input_embeddings().weight.normal_(0.0, embedding_std)
     if compositional_init: init_composed_embeddings(model, tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))

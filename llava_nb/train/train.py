@@ -19,6 +19,7 @@ from ..data.dataset import DataCollatorForSupervisedDataset, LazySupervisedDatas
 from ..data.preprocess import PreprocessConfig
 from ..model.builder import attention_implementation, save_lora_adapters
 from ..model.cpu_linear import use_onednn_linear
+from ..model.cpu_memory import keep_freed_memory
 from ..model.llava import llava_class_for
 from ..tokenizer import load_tokenizer
 from .args import DataArguments, ModelArguments, TrainingArguments, check_image_args, grid_pinpoints, parse_args
@@ -175,7 +176,9 @@ def train(argv: list[str] | None = None) -> LLaVATrainer:
         if model_args.vision_tower and not training_args.freeze_mm_mlp_adapter:
             for n, p in model.named_parameters():
                 if is_adapter(n): p.requires_grad_(True)
-    if training_args.device.type == "cpu": use_onednn_linear(model)  # fp32 products through oneDNN, forward and backward (model.cpu_linear)
+    if training_args.device.type == "cpu":
+        use_onednn_linear(model)  # fp32 products through oneDNN, forward and backward (model.cpu_linear)
+        keep_freed_memory()  # every step's activations from memory already faulted in (model.cpu_memory)
     template, registry_release = template_for_version(model_args.version, model_args.model_name_or_path)
     cfg = PreprocessConfig(template=template, release=registry_release, model_max_length=training_args.model_max_length,
                            mm_use_im_start_end=model_args.mm_use_im_start_end, on_mismatch="skip" if data_args.skip_bad_records else "raise")
