@@ -280,8 +280,7 @@ def prepare_multimodal(model, tokenizer, device, dtype):
 
 def _finish(model, device):
     if not hasattr(model, "hf_device_map"): model.to(device)
-    cpu_decoding_layout(model)
-    use_onednn_linear(model)  # CPU fp32 layers multiply through oneDNN (see `llava_nb.model.cpu_linear`)
+    if not use_onednn_linear(model): cpu_decoding_layout(model)  # oneDNN (`llava_nb.model.cpu_linear`) reads row-major weights faster
     if model.device.type == "cpu": keep_freed_memory()  # no page faults for every new activation (`llava_nb.model.cpu_memory`)
     return model.eval()
 
@@ -292,7 +291,8 @@ def _finish_imported(loaded: tuple) -> tuple:
 
 def cpu_decoding_layout(model) -> int:
     """Store the language model's linear weights on the CPU column-major (each input feature's weights contiguous): the same values,
-    which PyTorch's fp32 matrix-vector products (batch-1 decoding) read about 1.5x faster. Returns how many weights were laid out again."""
+    which PyTorch's default fp32 matrix-vector products (MKL's, batch-1 decoding) read about 1.5x faster; oneDNN's read row-major
+    faster, so `load_pretrained_model` does this only without oneDNN. Returns how many weights were laid out again."""
     tied = model.get_input_embeddings().weight if hasattr(model, "get_input_embeddings") else None
     moved = 0
     for name, module in model.named_modules():

@@ -27,7 +27,7 @@ def onednn_linear_available() -> bool:
     try:
         gen = torch.Generator().manual_seed(0)
         x, w, b = (torch.randn(*shape, generator=gen) for shape in ((2, 3, 64), (48, 64), (48,)))
-        w = w.t().contiguous().t()  # a column-major weight, as `cpu_decoding_layout` stores them
+        w = w.t().contiguous().t()  # column-major weights must work too (`cpu_decoding_layout`'s, a transposed view)
         return bool(torch.allclose(onednn_linear(x, w, b), F.linear(x, w, b), rtol=1e-4, atol=1e-5))
     except (RuntimeError, AttributeError):  # no such operator in this build, or it refuses these tensors
         return False
