@@ -32,11 +32,11 @@ __all__ = ['SETTINGS', 'SECTIONS', 'run_bench', 'figures_table', 'markdown_table
 # %% ../../nbs/64_bench.cli.ipynb #561918d2
 SETTINGS = {
     "full": dict(shape="realistic", gen_tokens=32, gen_trials=5, chat_tokens=16, chat_trials=3, streams=(1, 4, 8, 16, 64), serve_trials=2,
-                 serve_tokens=(8, 48), bench_streams=(8, 16), http_streams=(1, 4, 16, 64), train_batch=8, train_steps=4, train_scale=1.0),
+                 serve_tokens=(8, 48), bench_streams=(8, 16), http_streams=(1, 4, 16, 64), busy_streams=8, train_batch=8, train_steps=4, train_scale=1.0),
     "quick": dict(shape="realistic", gen_tokens=16, gen_trials=3, chat_tokens=8, chat_trials=1, streams=(1, 8), serve_trials=2,
-                  serve_tokens=(8, 16), bench_streams=(8,), http_streams=(8,), train_batch=2, train_steps=2, train_scale=0.5),
+                  serve_tokens=(8, 16), bench_streams=(8,), http_streams=(8,), busy_streams=8, train_batch=2, train_steps=2, train_scale=0.5),
     "tiny": dict(shape="tiny", gen_tokens=6, gen_trials=2, chat_tokens=4, chat_trials=1, streams=(1, 4), serve_trials=1,
-                 serve_tokens=(2, 8), bench_streams=(2,), http_streams=(2,), train_batch=2, train_steps=2, train_scale=0.25)}
+                 serve_tokens=(2, 8), bench_streams=(2,), http_streams=(2,), busy_streams=2, train_batch=2, train_steps=2, train_scale=0.25)}
 SECTIONS = ("generation", "serving", "http", "multiturn", "training")
 
 # %% ../../nbs/64_bench.cli.ipynb #9569c944
@@ -87,7 +87,8 @@ def run_bench(setting: str = "quick", sections: tuple[str, ...] = SECTIONS, thre
                                                                       new_tokens=s["serve_tokens"]))
     if "http" in sections:
         figures += _section("http", results, lambda: bench_http(path, workdir / "http", SHAPES[s["shape"]].image_size, s["http_streams"],
-                                                                s["serve_trials"], threads, vllm=vllm, new_tokens=s["serve_tokens"]))
+                                                                s["serve_trials"], threads, vllm=vllm, busy_streams=s["busy_streams"],
+                                                                new_tokens=s["serve_tokens"]))
     if "multiturn" in sections:
         figures += _section("multiturn", results, lambda: bench_multiturn(pair, 5, s["chat_tokens"], s["chat_trials"]))
     del pair; gc.collect()

@@ -5,6 +5,9 @@
 # %% ../../nbs/65_bench.http.ipynb #e499519e
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +24,8 @@ from ..serve.controller import free_port, iter_chunks, start_server, stop_server
 from ..serve.vllm_worker import vllm_env_dir
 
 # %% auto #0
-__all__ = ['HttpStack', 'start_stack', 'stream_once', 'serve_http', 'wait_quiet', 'bench_http_streams', 'log_tails', 'bench_http']
+__all__ = ['HttpStack', 'start_stack', 'stream_once', 'serve_http', 'wait_quiet', 'bench_http_streams', 'log_tails', 'bench_http',
+           'busy_core', 'bench_busy']
 
 # %% ../../nbs/65_bench.http.ipynb #24e07eed
 @dataclass
@@ -31,6 +35,7 @@ class HttpStack:
     models: dict  # engine ('llava_nb', 'vLLM') -> the model name it is registered under
     procs: list = field(default_factory=list)
     vllm_missing: str = ""  # why no vLLM worker runs (empty when one does)
+    default_threads_model: str | None = None  # a second llava_nb worker, started without --num-threads (see `bench_busy`)
 
     def stop(self) -> None:
         "Stop every process this stack started, by its id, the last started first."
@@ -40,8 +45,18 @@ def _vllm_python() -> Path | None:
     python = vllm_env_dir() / "bin" / "python"
     return python if python.exists() else None
 
+def _start_worker(stack: HttpStack, host: str, workdir: Path, model_path: str | Path, name: str, max_streams: int, threads: int | None) -> None:
+    "Start a llava_nb model worker registered as `name` (`threads` None: the worker's default threads)."
+    port = free_port(host)
+    args = ["-m", "llava_nb.serve.model_worker", "--host", host, "--port", port, "--controller", stack.controller, "--model-path", model_path,
+            "--model-name", name, "--device", "cpu", "--limit-model-concurrency", max_streams]
+    if threads is not None: args += ["--num-threads", threads]
+    stack.procs.append(start_server(args, f"http://{host}:{port}/worker_get_status", log_path=workdir / f"{name}_worker.log"))
+
 def start_stack(model_path: str | Path, workdir: str | Path, threads: int, max_streams: int, vllm: bool = True,
-                host: str = "127.0.0.1") -> HttpStack:
+                host: str = "127.0.0.1",
+                default_threads: bool = False,  # also a llava_nb worker with its default threads (`bench_busy`)
+               ) -> HttpStack:
     "Start the controller, llava_nb's worker and (with `vllm`, where its environment exists) a vLLM worker; wait until each answers."
     workdir = Path(workdir); workdir.mkdir(parents=True, exist_ok=True)
     cport = free_port(host)
@@ -49,12 +64,11 @@ def start_stack(model_path: str | Path, workdir: str | Path, threads: int, max_s
     try:
         stack.procs.append(start_server(["-m", "llava_nb.serve.controller", "--host", host, "--port", cport],
                                         stack.controller + "/list_models", log_path=workdir / "controller.log"))
-        port = free_port(host)
-        stack.procs.append(start_server(["-m", "llava_nb.serve.model_worker", "--host", host, "--port", port, "--controller", stack.controller,
-                                         "--model-path", model_path, "--model-name", "bench-llava_nb", "--device", "cpu",
-                                         "--limit-model-concurrency", max_streams, "--num-threads", threads],
-                                        f"http://{host}:{port}/worker_get_status", log_path=workdir / "llava_nb_worker.log"))
+        _start_worker(stack, host, workdir, model_path, "bench-llava_nb", max_streams, threads)
         stack.models["llava_nb"] = "bench-llava_nb"
+        if default_threads:
+            _start_worker(stack, host, workdir, model_path, "bench-llava_nb-default-threads", max_streams, None)
+            stack.default_threads_model = "bench-llava_nb-default-threads"
         python = _vllm_python()
         if not vllm: stack.vllm_missing = "not asked for"
         elif python is None: stack.vllm_missing = f"no vLLM environment at {vllm_env_dir()} (`make vllm-env`, or set $LLAVA_NB_VLLM)"
@@ -76,7 +90,8 @@ def _wait_registered(stack: HttpStack, timeout: float = 60.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         models = httpx.post(stack.controller + "/list_models", timeout=10).json().get("models", [])
-        if set(stack.models.values()) <= set(models): return
+        wanted = set(stack.models.values()) | ({stack.default_threads_model} - {None})
+        if wanted <= set(models): return
         time.sleep(0.3)
     raise TimeoutError(f"the workers did not register with the controller within {timeout:g} s")
 
@@ -155,14 +170,49 @@ def log_tails(workdir: str | Path, chars: int = 1500) -> str:
     return "\n".join(f"--- {log.name}:\n{log.read_text(errors='replace')[-chars:]}" for log in sorted(Path(workdir).glob("*.log")))
 
 def bench_http(model_path: str | Path, workdir: str | Path, image_size: int, streams: tuple[int, ...] = (1, 4, 16, 64), trials: int = 1,
-               threads: int = 2, vllm: bool = True, **workload) -> tuple[list[Figure], dict]:
-    "Start the processes, measure each number of streams, stop them: figures and raw rows."
-    stack = start_stack(model_path, workdir, threads, max(streams), vllm)
-    figures, rows = [], []
+               threads: int = 2, vllm: bool = True,
+               busy_streams: int | None = 8,  # streams of the busy-machine figures (`bench_busy`; None: not measured)
+               **workload) -> tuple[list[Figure], dict]:
+    "Start the processes, measure each number of streams (and a busy machine), stop them: figures and raw rows."
+    stack = start_stack(model_path, workdir, threads, max([*streams, busy_streams or 0]), vllm, default_threads=busy_streams is not None)
+    figures, rows, busy = [], [], []
     try:
         for n in streams:
             f, r = bench_http_streams(stack, n, image_size, trials, **workload)
             figures += f; rows += r
+        if busy_streams: f, busy = bench_busy(stack, busy_streams, image_size, **workload); figures += f
     except Exception as e: raise RuntimeError(f"{e}\n{log_tails(workdir)}") from e  # the logs go with the run's folder
     finally: stack.stop()
-    return figures, {"rows": rows, "vllm_missing": stack.vllm_missing, "engines": list(stack.models)}
+    return figures, {"rows": rows, "busy_rows": busy, "vllm_missing": stack.vllm_missing, "engines": list(stack.models)}
+
+# %% ../../nbs/65_bench.http.ipynb #863762ab
+def busy_core() -> subprocess.Popen:
+    "A process that keeps one core busy (a Python loop) until it is stopped."
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+def bench_busy(stack: HttpStack, streams: int, image_size: int, seed: int = 100, **workload) -> tuple[list[Figure], list[dict]]:
+    "llava_nb's workers on a quiet machine and beside a busy core: figures (busy / quiet) and one row per run."
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = {"default threads": stack.default_threads_model, "a thread per core": stack.models["llava_nb"]}
+    rates, rows, k = {}, [], seed
+    for label, model in workers.items():
+        for machine in ("quiet", "one core busy"):
+            k += 1
+            reqs = mixed_requests(streams, image_size, seed=k, **workload)
+            wait_quiet(stack)
+            hog = busy_core() if machine != "quiet" else None
+            try:
+                if hog: time.sleep(0.5)  # running before the first request
+                run = serve_http(stack.controller, model, reqs, [image_to_base64(r.image) for r in reqs])
+            finally:
+                if hog: stop_server(hog)
+            rates[label, machine] = run.tokens_per_s
+            rows.append({"worker": label, "machine": machine, "streams": streams, "tokens_per_s": run.tokens_per_s,
+                         "p50_latency_s": float(np.percentile(run.latencies, 50))})
+    share = (cores - 1) / cores
+    figures = [Figure("http", f"busy machine, {streams} streams: worker with {label}", "tokens/s", rates[label, "one core busy"],
+                      "same worker, quiet machine", rates[label, "quiet"], rates[label, "one core busy"] / rates[label, "quiet"],
+                      Target(">=", share) if label == "default threads" else None,
+                      note=f"another process busy on one of {cores} cores; its share: {share:.2f}")
+               for label in workers]
+    return figures, rows
