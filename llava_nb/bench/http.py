@@ -196,6 +196,8 @@ def bench_busy(stack: HttpStack, streams: int, image_size: int, seed: int = 100,
     workers = {"default threads": stack.default_threads_model, "a thread per core": stack.models["llava_nb"]}
     rates, rows, k = {}, [], seed
     for label, model in workers.items():
+        warm = mixed_requests(streams, image_size, seed=k, **workload)  # a whole workload: the worker's memory grows to its size
+        serve_http(stack.controller, model, warm, [image_to_base64(r.image) for r in warm])
         for machine in ("quiet", "one core busy"):
             k += 1
             reqs = mixed_requests(streams, image_size, seed=k, **workload)
