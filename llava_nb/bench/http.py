@@ -118,7 +118,9 @@ def _cpu_seconds(stack: HttpStack) -> dict[int, float]:
     "CPU seconds used so far by each process of `stack` and by their children, by process id."
     out = {}
     for proc in stack.procs:
-        try: tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        try:
+            root = psutil.Process(proc.pid)
+            tree = [root, *root.children(recursive=True)]
         except psutil.Error: continue  # it ended
         for p in tree:
             try: out[p.pid] = sum(p.cpu_times()[:2])

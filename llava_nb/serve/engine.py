@@ -189,11 +189,6 @@ def detokenize(tokenizer, ids: Sequence[int]) -> str:
 def _cache_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
-def _left_pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    if t.shape[dim] == length: return t
-    shape = list(t.shape); shape[dim] = length - t.shape[dim]
-    return torch.cat([t.new_zeros(shape), t], dim)
-
 def _stack_left(parts: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
     "`parts` stacked on dim 0, each left-padded with zeros to the longest along `dim`, in one copy."
     length = max(t.shape[dim] for t in parts)
